@@ -1,0 +1,52 @@
+#!/bin/bash
+# Assemble the kernel tree we build: pristine Debian source + our patches (in
+# order) + our new files at their kernel paths.  Only files whose contents
+# changed are rewritten, so kbuild stays incremental.
+#
+#   SRC   pristine tree (from fetch-kernel.sh)      required
+#   TREE  assembled tree                            required
+set -euo pipefail
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+SRC=${SRC:?}
+TREE=${TREE:?}
+PATCHES=$(ls "$TOP"/patches/*.patch 2>/dev/null | sort || true)
+# Our new files, by kernel path.
+OVERLAY=$(cd "$TOP" && for d in virt include arch tools Documentation; do
+	if [ -d "$d" ]; then find "$d" -type f; fi; done | sort)
+
+if [ ! -f "$TREE/.assembled" ]; then
+	echo "assemble: new tree $TREE (hard links to the pristine source)"
+	rm -rf "$TREE"
+	cp -al "$SRC" "$TREE"
+	: > "$TREE/.manifest"
+	touch "$TREE/.assembled"
+fi
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+touched=$( { for p in $PATCHES; do sed -n 's|^+++ b/||p' "$p" | cut -f1; done; echo "$OVERLAY"; } | sed '/^$/d' | sort -u)
+for f in $touched; do
+	if [ -f "$SRC/$f" ]; then
+		mkdir -p "$stage/$(dirname "$f")"
+		cp "$SRC/$f" "$stage/$f"
+	fi
+done
+for p in $PATCHES; do
+	patch -s -p1 -d "$stage" --no-backup-if-mismatch -r - < "$p" ||
+		{ echo "assemble: $(basename "$p") does not apply"; exit 1; }
+done
+for f in $OVERLAY; do
+	mkdir -p "$stage/$(dirname "$f")"
+	cp "$TOP/$f" "$stage/$f"
+done
+
+# Files we touched last time but no longer do go back to pristine.
+for f in $(comm -23 "$TREE/.manifest" <(echo "$touched")); do
+	rm -f "$TREE/$f"
+	[ -f "$SRC/$f" ] && cp -p "$SRC/$f" "$TREE/$f"
+done
+# rsync replaces files by rename, never in place, so the hard links to the
+# pristine tree are broken rather than written through; -c skips unchanged ones.
+rsync -rc "$stage/" "$TREE/"
+echo "$touched" > "$TREE/.manifest"
+echo "assemble: $(echo "$PATCHES" | grep -c . || true) patches, $(echo "$OVERLAY" | grep -c . || true) new files"

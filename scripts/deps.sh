@@ -1,0 +1,20 @@
+#!/bin/bash
+# Install the build/test dependencies from Debian (idempotent).  Nothing else is
+# needed on a fresh bookworm machine.
+set -euo pipefail
+PKGS="build-essential flex bison bc libelf-dev libssl-dev cpio ccache busybox-static
+ qemu-system-x86 dwarves pkg-config xz-utils zstd file liburcu-dev libcmocka-dev
+ kmod rsync perl python3"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "deps: installing:$missing"
+	SUDO=""
+	[ "$(id -u)" = 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+else
+	echo "deps: all present"
+fi
