@@ -1,0 +1,934 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * guest_memfd presence tracking.
+ *
+ * A guest_memfd created with GUEST_MEMFD_FLAG_PRESENCE starts with every page
+ * not present.  Every way of reaching a page -- a vCPU fault through
+ * kvm_gmem_get_pfn(), a KVM-internal or userspace access through an mmap of
+ * the guest_memfd -- tests the page's bit first.  The first access in a
+ * not-present period queues one record for userspace; the accessor then exits
+ * or waits until userspace populates the page with KVM_SET_MEMORY_PRESENT.
+ *
+ * Ordering: a page's contents are written before its present bit is set with
+ * release semantics, and every gate tests the bit with acquire semantics, so
+ * whoever sees the bit sees the contents.  Waiters queue themselves and then
+ * test the bit again before sleeping; the setter sets the bit before it looks
+ * at the wait queue (wq_has_sleeper() has the full barrier), so either the
+ * waiter sees the bit or the setter sees the waiter.
+ */
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/highmem.h>
+#include <linux/kvm_host.h>
+#include <linux/mm.h>
+#include <linux/pagemap.h>
+#include <linux/folio_batch.h>
+#include <linux/poll.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+#include <linux/wait.h>
+
+#include "guest_memfd.h"
+
+/*
+ * Waiters are spread over a few hashed queues, keyed by page index, so that
+ * vCPUs faulting on different pages neither share one lock nor wake each
+ * other (userfaultfd's single fault queue is what collapses its paging rate).
+ */
+#define KVM_GMEM_PRESENCE_WAITQ_BITS	6
+#define KVM_GMEM_PRESENCE_NR_WAITQ	(1 << KVM_GMEM_PRESENCE_WAITQ_BITS)
+
+enum {
+	GMEM_STAT_FAULTS,
+	GMEM_STAT_NOTIFICATIONS,
+	GMEM_STAT_WAITS,
+	GMEM_STAT_WAKEUPS,
+	GMEM_STAT_SET,
+	GMEM_STAT_CLEARED,
+	GMEM_NR_STATS,
+};
+
+struct kvm_gmem_presence {
+	pgoff_t nr_pages;
+	/* One bit per page: contents valid, accesses pass the gate. */
+	unsigned long *present;
+	/* One bit per page: a record was queued in this not-present period. */
+	unsigned long *notified;
+
+	/* Bumped by kvm_gmem_presence_wake_all(): waiters must re-evaluate. */
+	unsigned long gen;
+	/* Set when the guest_memfd file is released: no more faults to come. */
+	bool closed;
+
+	/* Protects @events. */
+	spinlock_t event_lock;
+	struct list_head events;
+	wait_queue_head_t event_wq;
+
+	atomic64_t stats[GMEM_NR_STATS];
+	wait_queue_head_t page_wq[KVM_GMEM_PRESENCE_NR_WAITQ];
+};
+
+struct kvm_gmem_presence_record {
+	struct list_head list;
+	pgoff_t index;
+	u32 access;
+	u32 origin;
+	u32 vcpu_id;
+	struct pid *pid;
+};
+
+struct kvm_gmem_presence_waiter {
+	wait_queue_entry_t wait;
+	struct kvm_gmem_presence *p;
+	pgoff_t index;
+};
+
+/* The range woken by a set-present; NULL as a key wakes everybody. */
+struct kvm_gmem_presence_key {
+	pgoff_t start;
+	pgoff_t end;
+};
+
+static void gmem_stat_add(struct kvm_gmem_presence *p, int stat, long n)
+{
+	atomic64_add(n, &p->stats[stat]);
+}
+
+static wait_queue_head_t *gmem_waitq(struct kvm_gmem_presence *p, pgoff_t index)
+{
+	return &p->page_wq[index & (KVM_GMEM_PRESENCE_NR_WAITQ - 1)];
+}
+
+struct kvm_gmem_presence *kvm_gmem_presence_create(loff_t size)
+{
+	pgoff_t nr_pages = size >> PAGE_SHIFT;
+	size_t bytes = BITS_TO_LONGS(nr_pages) * sizeof(long);
+	struct kvm_gmem_presence *p;
+	int i;
+
+	p = kzalloc_obj(*p, GFP_KERNEL_ACCOUNT);
+	if (!p)
+		return ERR_PTR(-ENOMEM);
+
+	/*
+	 * Two bits per page, allocated up front so that no fault ever has to
+	 * allocate tracking state.  Sizes whose bitmaps can't be allocated
+	 * fail the creation rather than warn.
+	 */
+	p->present = kvzalloc(bytes, GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
+	p->notified = kvzalloc(bytes, GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
+	if (!p->present || !p->notified) {
+		kvfree(p->present);
+		kvfree(p->notified);
+		kfree(p);
+		return ERR_PTR(-ENOMEM);
+	}
+
+	p->nr_pages = nr_pages;
+	spin_lock_init(&p->event_lock);
+	INIT_LIST_HEAD(&p->events);
+	init_waitqueue_head(&p->event_wq);
+	for (i = 0; i < KVM_GMEM_PRESENCE_NR_WAITQ; i++)
+		init_waitqueue_head(&p->page_wq[i]);
+	return p;
+}
+
+static void gmem_free_record(struct kvm_gmem_presence_record *rec)
+{
+	put_pid(rec->pid);
+	kfree(rec);
+}
+
+/* Called when the inode dies: no fault, waiter or reader can be left. */
+void kvm_gmem_presence_destroy(struct kvm_gmem_presence *p)
+{
+	struct kvm_gmem_presence_record *rec, *tmp;
+
+	list_for_each_entry_safe(rec, tmp, &p->events, list)
+		gmem_free_record(rec);
+	kvfree(p->present);
+	kvfree(p->notified);
+	kfree(p);
+}
+
+/**
+ * kvm_gmem_presence_test() - the gate: is a page present?
+ * @p: presence state of the guest_memfd inode
+ * @index: page index in the guest_memfd
+ *
+ * Acquire: pairs with the release in gmem_set_present(), so a caller that
+ * sees the bit also sees the contents written before it was set.
+ *
+ * Return: true if the page is present.
+ */
+bool kvm_gmem_presence_test(struct kvm_gmem_presence *p, pgoff_t index)
+{
+	return test_bit_acquire(index, p->present);
+}
+
+static void gmem_set_present(struct kvm_gmem_presence *p, pgoff_t index)
+{
+	/* Contents (copied or zeroed) before the bit; see the file comment. */
+	smp_mb__before_atomic();
+	set_bit(index, p->present);
+}
+
+static int gmem_wake_fn(wait_queue_entry_t *wait, unsigned int mode, int sync,
+			void *arg)
+{
+	struct kvm_gmem_presence_waiter *w;
+	struct kvm_gmem_presence_key *key = arg;
+
+	w = container_of(wait, struct kvm_gmem_presence_waiter, wait);
+	if (key && (w->index < key->start || w->index >= key->end))
+		return 0;
+
+	gmem_stat_add(w->p, GMEM_STAT_WAKEUPS, 1);
+	return autoremove_wake_function(wait, mode, sync, NULL);
+}
+
+static void gmem_wake_queue(wait_queue_head_t *wq,
+			    struct kvm_gmem_presence_key *key)
+{
+	/* Full barrier: the bits set by the caller before the queue check. */
+	if (wq_has_sleeper(wq))
+		__wake_up(wq, TASK_NORMAL, 0, key);
+}
+
+static void gmem_wake_range(struct kvm_gmem_presence *p, pgoff_t start,
+			    pgoff_t end)
+{
+	struct kvm_gmem_presence_key key = { .start = start, .end = end };
+	pgoff_t i;
+
+	if (end - start >= KVM_GMEM_PRESENCE_NR_WAITQ) {
+		for (i = 0; i < KVM_GMEM_PRESENCE_NR_WAITQ; i++)
+			gmem_wake_queue(&p->page_wq[i], &key);
+		return;
+	}
+
+	for (i = start; i < end; i++)
+		gmem_wake_queue(gmem_waitq(p, i), &key);
+}
+
+/**
+ * kvm_gmem_presence_wake_all() - make every waiter re-evaluate
+ * @p: presence state
+ *
+ * Used when the ground moves under waiters: a memslot is unbound, a range is
+ * punched, the file is released.  Waiters that armed before the call see the
+ * generation change even if they only queue themselves after it.
+ */
+void kvm_gmem_presence_wake_all(struct kvm_gmem_presence *p)
+{
+	int i;
+
+	WRITE_ONCE(p->gen, p->gen + 1);
+	for (i = 0; i < KVM_GMEM_PRESENCE_NR_WAITQ; i++)
+		gmem_wake_queue(&p->page_wq[i], NULL);
+}
+
+/**
+ * kvm_gmem_presence_close() - the guest_memfd file is being released
+ * @p: presence state
+ *
+ * No access can reach the pages any more: readers of the notification fd get
+ * end-of-file once the queue is drained, and waiters are woken to find out.
+ */
+void kvm_gmem_presence_close(struct kvm_gmem_presence *p)
+{
+	spin_lock(&p->event_lock);
+	p->closed = true;
+	spin_unlock(&p->event_lock);
+	wake_up_poll(&p->event_wq, EPOLLHUP);
+	kvm_gmem_presence_wake_all(p);
+}
+
+/**
+ * kvm_gmem_presence_rearm() - mark a range not present again
+ * @p: presence state
+ * @start: first page index
+ * @end: page index after the last
+ *
+ * The caller holds the invalidate lock and is inside an invalidation of the
+ * range, so in-flight vCPU faults that passed the gate will be retried.
+ * The notified bits go first: an access that sees the page not present can
+ * then always raise a record for the new period.
+ */
+void kvm_gmem_presence_rearm(struct kvm_gmem_presence *p, pgoff_t start,
+			     pgoff_t end)
+{
+	bitmap_clear(p->notified, start, end - start);
+	bitmap_clear(p->present, start, end - start);
+	/* Order the clears before anything the caller zaps afterwards. */
+	smp_mb();
+	gmem_stat_add(p, GMEM_STAT_CLEARED, end - start);
+}
+
+/*
+ * Queue the page's record unless this not-present period already has one.
+ * Allocation is the only cost, and only for the first access of a period.
+ */
+static int gmem_notify(struct kvm_gmem_presence *p, pgoff_t index, u32 access,
+		       u32 origin, u32 vcpu_id)
+{
+	struct kvm_gmem_presence_record *rec;
+
+	gmem_stat_add(p, GMEM_STAT_FAULTS, 1);
+	if (test_bit(index, p->notified) ||
+	    test_and_set_bit(index, p->notified))
+		return 0;
+
+	rec = kmalloc_obj(*rec, GFP_KERNEL_ACCOUNT);
+	if (!rec) {
+		/* Let the next access try again: nothing may be dropped. */
+		clear_bit(index, p->notified);
+		return -ENOMEM;
+	}
+
+	rec->index = index;
+	rec->access = access;
+	rec->origin = origin;
+	rec->vcpu_id = vcpu_id;
+	rec->pid = get_pid(task_tgid(current));
+
+	spin_lock(&p->event_lock);
+	list_add_tail(&rec->list, &p->events);
+	spin_unlock(&p->event_lock);
+
+	gmem_stat_add(p, GMEM_STAT_NOTIFICATIONS, 1);
+	wake_up_poll(&p->event_wq, EPOLLIN | EPOLLRDNORM);
+	return 0;
+}
+
+static bool gmem_must_wait(struct kvm_gmem_presence *p, pgoff_t index,
+			   unsigned long gen)
+{
+	return !kvm_gmem_presence_test(p, index) && READ_ONCE(p->gen) == gen &&
+	       !READ_ONCE(p->closed);
+}
+
+static void gmem_init_waiter(struct kvm_gmem_presence_waiter *w,
+			     struct kvm_gmem_presence *p, pgoff_t index)
+{
+	init_waitqueue_func_entry(&w->wait, gmem_wake_fn);
+	w->wait.private = current;
+	w->p = p;
+	w->index = index;
+}
+
+/*
+ * Sleep once until the page is present, the generation moves, or a signal
+ * that @state allows arrives.  Callers retry their access afterwards, so a
+ * spurious wakeup costs one more trip through the gate.
+ */
+static int gmem_wait_once(struct kvm_gmem_presence *p, pgoff_t index,
+			  unsigned long gen, unsigned int state)
+{
+	struct kvm_gmem_presence_waiter w;
+	wait_queue_head_t *wq = gmem_waitq(p, index);
+	int r = 0;
+
+	gmem_init_waiter(&w, p, index);
+	prepare_to_wait(wq, &w.wait, state);
+	if (gmem_must_wait(p, index, gen)) {
+		if (signal_pending_state(state, current)) {
+			r = -EINTR;
+		} else {
+			gmem_stat_add(p, GMEM_STAT_WAITS, 1);
+			schedule();
+			if (!kvm_gmem_presence_test(p, index) &&
+			    signal_pending_state(state, current))
+				r = -EINTR;
+		}
+	}
+	finish_wait(wq, &w.wait);
+	return r;
+}
+
+static u32 gmem_fault_access(struct vm_fault *vmf)
+{
+	if (vmf->flags & FAULT_FLAG_INSTRUCTION)
+		return KVM_GMEM_ACCESS_EXEC;
+	if (vmf->flags & FAULT_FLAG_WRITE)
+		return KVM_GMEM_ACCESS_WRITE;
+	return KVM_GMEM_ACCESS_READ;
+}
+
+static int gmem_notify_mmap(struct vm_fault *vmf, struct kvm_gmem_presence *p)
+{
+	struct kvm_vcpu *vcpu = NULL;
+	u32 origin = KVM_GMEM_ORIGIN_MMAP;
+
+	/*
+	 * A kernel-mode access by a thread with a loaded vCPU is KVM reaching
+	 * guest memory through the memslot's mapping of the guest_memfd.
+	 */
+	if (!(vmf->flags & FAULT_FLAG_USER))
+		vcpu = kvm_get_running_vcpu();
+	if (vcpu)
+		origin = KVM_GMEM_ORIGIN_KVM;
+
+	return gmem_notify(p, vmf->pgoff, gmem_fault_access(vmf), origin,
+			   vcpu ? vcpu->vcpu_id : KVM_GMEM_NO_VCPU);
+}
+
+static unsigned int gmem_fault_wait_state(unsigned int flags)
+{
+	if (flags & FAULT_FLAG_INTERRUPTIBLE)
+		return TASK_INTERRUPTIBLE;
+	if (flags & FAULT_FLAG_KILLABLE)
+		return TASK_KILLABLE;
+	return TASK_UNINTERRUPTIBLE;
+}
+
+/*
+ * The fault can't be retried, so wait holding the mmap/VMA lock.  Only a
+ * fatal signal ends the wait early, and the access then fails.
+ */
+static vm_fault_t gmem_fault_wait_locked(struct vm_fault *vmf,
+					 struct kvm_gmem_presence *p)
+{
+	unsigned long gen;
+
+	for (;;) {
+		gen = READ_ONCE(p->gen);
+		/* A punched page is a new period: it may need a new record. */
+		if (gmem_notify_mmap(vmf, p))
+			return VM_FAULT_OOM;
+		if (kvm_gmem_presence_test(p, vmf->pgoff))
+			return 0;
+		if (gmem_wait_once(p, vmf->pgoff, gen, TASK_KILLABLE))
+			return VM_FAULT_SIGBUS;
+	}
+}
+
+/**
+ * kvm_gmem_presence_fault() - the gate for faults on a guest_memfd mapping
+ * @vmf: the fault
+ * @p: presence state of the mapped inode
+ *
+ * Waits like handle_userfault(): the waiter is queued and the bit tested
+ * again before the fault lock is dropped and the task sleeps; the fault is
+ * then retried.  No-wait faults (FAULT_FLAG_RETRY_NOWAIT) only raise the
+ * record.
+ *
+ * Return: 0 if the page is present and the fault may proceed, else the
+ * vm_fault_t to return.
+ */
+vm_fault_t kvm_gmem_presence_fault(struct vm_fault *vmf,
+				   struct kvm_gmem_presence *p)
+{
+	struct kvm_gmem_presence_waiter w;
+	pgoff_t index = vmf->pgoff;
+	wait_queue_head_t *wq;
+	unsigned int state;
+	unsigned long gen;
+
+	if (likely(kvm_gmem_presence_test(p, index)))
+		return 0;
+
+	if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY))
+		return gmem_fault_wait_locked(vmf, p);
+
+	gen = READ_ONCE(p->gen);
+	if (gmem_notify_mmap(vmf, p))
+		return VM_FAULT_OOM;
+
+	if (vmf->flags & FAULT_FLAG_RETRY_NOWAIT)
+		return VM_FAULT_RETRY;
+
+	state = gmem_fault_wait_state(vmf->flags);
+	wq = gmem_waitq(p, index);
+	gmem_init_waiter(&w, p, index);
+	prepare_to_wait(wq, &w.wait, state);
+	if (!gmem_must_wait(p, index, gen)) {
+		finish_wait(wq, &w.wait);
+		/* Present now: carry on holding the lock; else just retry. */
+		if (kvm_gmem_presence_test(p, index))
+			return 0;
+		release_fault_lock(vmf);
+		return VM_FAULT_RETRY;
+	}
+
+	release_fault_lock(vmf);
+	if (!signal_pending_state(state, current)) {
+		gmem_stat_add(p, GMEM_STAT_WAITS, 1);
+		schedule();
+	}
+	finish_wait(wq, &w.wait);
+	return VM_FAULT_RETRY;
+}
+
+/**
+ * kvm_gmem_presence_vcpu_fault() - a vCPU faulted on a not-present page
+ * @vcpu: the vCPU
+ * @inode: the guest_memfd inode
+ * @index: page index in the guest_memfd
+ * @access: KVM_GMEM_ACCESS_* of the fault
+ *
+ * Return: 0 to retry the fault (a wait may be armed), -EFAULT to exit to
+ * userspace, -ENOMEM if the record couldn't be queued.
+ */
+int kvm_gmem_presence_vcpu_fault(struct kvm_vcpu *vcpu, struct inode *inode,
+				 pgoff_t index, u32 access)
+{
+	struct kvm_gmem_presence *p = kvm_gmem_presence(inode);
+	unsigned long gen = READ_ONCE(p->gen);
+	int r;
+
+	r = gmem_notify(p, index, access, KVM_GMEM_ORIGIN_VCPU, vcpu->vcpu_id);
+	if (r)
+		return r;
+
+	/* Populated since the gate said no: simply run the guest again. */
+	if (kvm_gmem_presence_test(p, index))
+		return 0;
+
+	if (READ_ONCE(vcpu->kvm->gmem_presence_policy) != KVM_GMEM_PRESENCE_WAIT)
+		return -EFAULT;
+
+	/*
+	 * Don't sleep here: SRCU is held and memslot updates would wait for
+	 * us.  The run loop sleeps after dropping it; the inode reference
+	 * keeps the presence state alive until then.
+	 */
+	if (vcpu->gmem_wait.inode)
+		return 0;
+
+	ihold(inode);
+	vcpu->gmem_wait.inode = inode;
+	vcpu->gmem_wait.index = index;
+	vcpu->gmem_wait.gen = gen;
+	return 0;
+}
+
+/**
+ * kvm_gmem_vcpu_wait() - sleep for the page armed by the fault path
+ * @vcpu: the vCPU, outside SRCU
+ * @r: the run loop's result so far; if it isn't positive the vCPU is leaving
+ *     KVM_RUN anyway and only the armed wait is dropped
+ *
+ * Return: @r, or -EINTR with KVM_EXIT_INTR if a signal ended the wait.
+ * Re-entering KVM_RUN faults again and waits again, without a new record.
+ */
+int kvm_gmem_vcpu_wait(struct kvm_vcpu *vcpu, int r)
+{
+	struct inode *inode = vcpu->gmem_wait.inode;
+	struct kvm_gmem_presence *p = kvm_gmem_presence(inode);
+
+	vcpu->gmem_wait.inode = NULL;
+	if (r > 0 && gmem_wait_once(p, vcpu->gmem_wait.index,
+				    vcpu->gmem_wait.gen, TASK_INTERRUPTIBLE)) {
+		kvm_handle_signal_exit(vcpu);
+		r = -EINTR;
+	}
+	iput(inode);
+	return r;
+}
+
+u32 kvm_gmem_presence_policies(void)
+{
+	return BIT(KVM_GMEM_PRESENCE_EXIT) | BIT(KVM_GMEM_PRESENCE_WAIT);
+}
+
+int kvm_gmem_presence_set_policy(struct kvm *kvm, struct kvm_enable_cap *cap)
+{
+	if (cap->flags || cap->args[1] || cap->args[2] || cap->args[3])
+		return -EINVAL;
+	if (cap->args[0] >= BITS_PER_TYPE(u32) ||
+	    !(kvm_gmem_presence_policies() & BIT(cap->args[0])))
+		return -EINVAL;
+
+	WRITE_ONCE(kvm->gmem_presence_policy, cap->args[0]);
+	return 0;
+}
+
+/* Validate a page-aligned byte range of the guest_memfd. */
+static int gmem_check_range(struct inode *inode, u64 offset, u64 size)
+{
+	if (!size || !PAGE_ALIGNED(offset) || !PAGE_ALIGNED(size))
+		return -EINVAL;
+	if (offset + size < offset || offset + size > i_size_read(inode))
+		return -EINVAL;
+	return 0;
+}
+
+static int gmem_copy_page(struct inode *inode, struct kvm_gmem_presence *p,
+			  pgoff_t index, const void __user *src)
+{
+	struct folio *folio;
+	void *dst;
+	int r;
+
+	/*
+	 * Fault the source in first and copy with page faults disabled: the
+	 * folio is locked, and the source may itself be a mapping of this
+	 * guest_memfd whose fault would block on the presence gate.
+	 */
+	for (;;) {
+		if (fault_in_readable(src, PAGE_SIZE))
+			return -EFAULT;
+
+		folio = kvm_gmem_get_folio(inode, index);
+		if (IS_ERR(folio))
+			return PTR_ERR(folio);
+
+		/* Like UFFDIO_COPY: never overwrite what the guest may use. */
+		if (kvm_gmem_presence_test(p, index)) {
+			r = -EEXIST;
+			break;
+		}
+
+		dst = kmap_local_folio(folio, 0);
+		r = copy_from_user_nofault(dst, src, PAGE_SIZE);
+		kunmap_local(dst);
+		if (!r) {
+			flush_dcache_folio(folio);
+			folio_mark_uptodate(folio);
+			gmem_set_present(p, index);
+			break;
+		}
+
+		folio_unlock(folio);
+		folio_put(folio);
+		if (fatal_signal_pending(current))
+			return -EINTR;
+	}
+
+	folio_unlock(folio);
+	folio_put(folio);
+	return r;
+}
+
+static int gmem_set_range(struct inode *inode, struct kvm_gmem_presence *p,
+			  struct kvm_memory_present *args)
+{
+	pgoff_t start = args->offset >> PAGE_SHIFT;
+	pgoff_t nr = args->size >> PAGE_SHIFT;
+	const char __user *src = u64_to_user_ptr(args->src);
+	pgoff_t i;
+	int r = 0;
+
+	/* Serialise against punch-hole and clearing, which free or re-arm. */
+	filemap_invalidate_lock_shared(inode->i_mapping);
+	for (i = 0; i < nr; i++) {
+		pgoff_t index = start + i;
+
+		if (i && signal_pending(current)) {
+			r = -EINTR;
+			break;
+		}
+
+		if (args->flags & KVM_MEMORY_PRESENT_COPY) {
+			r = gmem_copy_page(inode, p, index, src + i * PAGE_SIZE);
+			if (r)
+				break;
+		} else if (!test_bit(index, p->present)) {
+			gmem_set_present(p, index);
+		}
+
+		gmem_stat_add(p, GMEM_STAT_SET, 1);
+		gmem_wake_range(p, index, index + 1);
+		cond_resched();
+	}
+	filemap_invalidate_unlock_shared(inode->i_mapping);
+
+	args->done = (u64)i << PAGE_SHIFT;
+	return r;
+}
+
+/* Zap userspace PTEs of a re-armed range, each under its folio lock. */
+static void gmem_zap_user_mappings(struct address_space *mapping,
+				   pgoff_t start, pgoff_t end)
+{
+	struct folio_batch fbatch;
+	pgoff_t index = start;
+	unsigned int i;
+
+	folio_batch_init(&fbatch);
+	while (filemap_get_folios(mapping, &index, end - 1, &fbatch)) {
+		for (i = 0; i < folio_batch_count(&fbatch); i++) {
+			struct folio *folio = fbatch.folios[i];
+
+			/*
+			 * A fault that tested the bit before it was cleared
+			 * holds the folio lock until its PTE is installed.
+			 */
+			folio_lock(folio);
+			unmap_mapping_pages(mapping, folio->index,
+					    folio_nr_pages(folio), false);
+			folio_unlock(folio);
+		}
+		folio_batch_release(&fbatch);
+		cond_resched();
+	}
+}
+
+static int gmem_clear_range(struct inode *inode, struct kvm_gmem_presence *p,
+			    struct kvm_memory_present *args)
+{
+	pgoff_t start = args->offset >> PAGE_SHIFT;
+	pgoff_t end = start + (args->size >> PAGE_SHIFT);
+
+	filemap_invalidate_lock(inode->i_mapping);
+	kvm_gmem_invalidate_start(inode, start, end);
+	kvm_gmem_presence_rearm(p, start, end);
+	kvm_gmem_invalidate_end(inode, start, end);
+	gmem_zap_user_mappings(inode->i_mapping, start, end);
+	filemap_invalidate_unlock(inode->i_mapping);
+
+	args->done = args->size;
+	return 0;
+}
+
+static long gmem_ioctl_set_present(struct file *file, void __user *argp,
+				   unsigned int usize)
+{
+	struct kvm_gmem_presence *p = kvm_gmem_presence(file_inode(file));
+	const u64 valid = KVM_MEMORY_PRESENT_COPY | KVM_MEMORY_PRESENT_CLEAR;
+	struct kvm_memory_present args;
+	int r;
+
+	if (usize < sizeof(args))
+		return -EINVAL;
+	r = copy_struct_from_user(&args, sizeof(args), argp, usize);
+	if (r)
+		return r == -E2BIG ? -EINVAL : r;
+
+	if ((args.flags & ~valid) || (args.flags & valid) == valid ||
+	    memchr_inv(args.reserved, 0, sizeof(args.reserved)))
+		return -EINVAL;
+	if (!(args.flags & KVM_MEMORY_PRESENT_COPY) && args.src)
+		return -EINVAL;
+	r = gmem_check_range(file_inode(file), args.offset, args.size);
+	if (r)
+		return r;
+
+	args.done = 0;
+	if (args.flags & KVM_MEMORY_PRESENT_CLEAR)
+		r = gmem_clear_range(file_inode(file), p, &args);
+	else
+		r = gmem_set_range(file_inode(file), p, &args);
+
+	/* Report progress even on error, so userspace can resume. */
+	if (put_user(args.done,
+		     (u64 __user *)(argp + offsetof(struct kvm_memory_present, done))))
+		return -EFAULT;
+	return r;
+}
+
+static long gmem_ioctl_get_present(struct file *file, void __user *argp,
+				   unsigned int usize)
+{
+	struct kvm_gmem_presence *p = kvm_gmem_presence(file_inode(file));
+	struct kvm_memory_present_bitmap args;
+	u64 __user *ubitmap;
+	pgoff_t start, nr, i;
+	int r;
+
+	if (usize < sizeof(args))
+		return -EINVAL;
+	r = copy_struct_from_user(&args, sizeof(args), argp, usize);
+	if (r)
+		return r == -E2BIG ? -EINVAL : r;
+	if (args.flags || memchr_inv(args.reserved, 0, sizeof(args.reserved)))
+		return -EINVAL;
+	r = gmem_check_range(file_inode(file), args.offset, args.size);
+	if (r)
+		return r;
+
+	start = args.offset >> PAGE_SHIFT;
+	nr = args.size >> PAGE_SHIFT;
+	ubitmap = u64_to_user_ptr(args.bitmap);
+	for (i = 0; i < nr; i += 64) {
+		u64 word = 0;
+		pgoff_t j;
+
+		for (j = 0; j < 64 && i + j < nr; j++)
+			if (kvm_gmem_presence_test(p, start + i + j))
+				word |= 1ULL << j;
+		if (put_user(word, ubitmap + i / 64))
+			return -EFAULT;
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		cond_resched();
+	}
+	return 0;
+}
+
+static ssize_t gmem_notify_read(struct file *file, char __user *buf,
+				size_t len, loff_t *ppos)
+{
+	struct kvm_gmem_presence *p = kvm_gmem_presence(file->private_data);
+	struct kvm_gmem_presence_event ev;
+	struct kvm_gmem_presence_record *rec;
+	ssize_t done = 0;
+	bool closed;
+	int r;
+
+	if (len < sizeof(ev))
+		return -EINVAL;
+
+	while (len - done >= sizeof(ev)) {
+		spin_lock(&p->event_lock);
+		rec = list_first_entry_or_null(&p->events,
+					       struct kvm_gmem_presence_record,
+					       list);
+		if (rec)
+			list_del(&rec->list);
+		closed = p->closed;
+		spin_unlock(&p->event_lock);
+
+		if (!rec) {
+			if (done || closed)
+				break;
+			if (file->f_flags & O_NONBLOCK)
+				return -EAGAIN;
+			r = wait_event_interruptible(p->event_wq,
+					!list_empty_careful(&p->events) ||
+					READ_ONCE(p->closed));
+			if (r)
+				return r;
+			continue;
+		}
+
+		memset(&ev, 0, sizeof(ev));
+		ev.offset = (u64)rec->index << PAGE_SHIFT;
+		ev.access = rec->access;
+		ev.origin = rec->origin;
+		ev.vcpu_id = rec->vcpu_id;
+		ev.pid = pid_vnr(rec->pid);
+		if (copy_to_user(buf + done, &ev, sizeof(ev))) {
+			/* Put it back: records are never dropped. */
+			spin_lock(&p->event_lock);
+			list_add(&rec->list, &p->events);
+			spin_unlock(&p->event_lock);
+			return done ? done : -EFAULT;
+		}
+		gmem_free_record(rec);
+		done += sizeof(ev);
+	}
+	return done;
+}
+
+static __poll_t gmem_notify_poll(struct file *file, poll_table *wait)
+{
+	struct kvm_gmem_presence *p = kvm_gmem_presence(file->private_data);
+	__poll_t mask = 0;
+
+	poll_wait(file, &p->event_wq, wait);
+	if (!list_empty_careful(&p->events))
+		mask |= EPOLLIN | EPOLLRDNORM;
+	if (READ_ONCE(p->closed))
+		mask |= EPOLLHUP;
+	return mask;
+}
+
+static int gmem_notify_release(struct inode *unused, struct file *file)
+{
+	iput(file->private_data);
+	return 0;
+}
+
+static const struct file_operations gmem_notify_fops = {
+	.owner		= THIS_MODULE,
+	.read		= gmem_notify_read,
+	.poll		= gmem_notify_poll,
+	.release	= gmem_notify_release,
+	.llseek		= noop_llseek,
+};
+
+static long gmem_ioctl_notify_fd(struct file *file, void __user *argp,
+				 unsigned int usize)
+{
+	const u32 valid = KVM_GMEM_NOTIFY_NONBLOCK | KVM_GMEM_NOTIFY_CLOEXEC;
+	struct inode *inode = file_inode(file);
+	struct kvm_gmem_notify_fd args;
+	int flags = O_RDONLY;
+	int fd, r;
+
+	if (usize < sizeof(args))
+		return -EINVAL;
+	r = copy_struct_from_user(&args, sizeof(args), argp, usize);
+	if (r)
+		return r == -E2BIG ? -EINVAL : r;
+	if ((args.flags & ~valid) || args.pad ||
+	    memchr_inv(args.reserved, 0, sizeof(args.reserved)))
+		return -EINVAL;
+
+	if (args.flags & KVM_GMEM_NOTIFY_NONBLOCK)
+		flags |= O_NONBLOCK;
+	if (args.flags & KVM_GMEM_NOTIFY_CLOEXEC)
+		flags |= O_CLOEXEC;
+
+	/* The reader keeps the inode, not the file: it must not pin the VM. */
+	ihold(inode);
+	fd = anon_inode_getfd("[kvm-gmem-notify]", &gmem_notify_fops, inode,
+			      flags);
+	if (fd < 0)
+		iput(inode);
+	return fd;
+}
+
+/* bitmap_weight() takes an unsigned int; guest_memfds can be larger. */
+static u64 gmem_count_present(struct kvm_gmem_presence *p)
+{
+	pgoff_t i, nr_longs = BITS_TO_LONGS(p->nr_pages);
+	u64 n = 0;
+
+	for (i = 0; i < nr_longs; i++) {
+		n += hweight_long(p->present[i]);
+		if (!(i % 4096))
+			cond_resched();
+	}
+	return n;
+}
+
+static long gmem_ioctl_stats(struct file *file, void __user *argp,
+			     unsigned int usize)
+{
+	struct kvm_gmem_presence *p = kvm_gmem_presence(file_inode(file));
+	struct kvm_gmem_presence_stats st = {
+		.nr_pages = p->nr_pages,
+		.nr_present = gmem_count_present(p),
+		.faults = atomic64_read(&p->stats[GMEM_STAT_FAULTS]),
+		.notifications = atomic64_read(&p->stats[GMEM_STAT_NOTIFICATIONS]),
+		.waits = atomic64_read(&p->stats[GMEM_STAT_WAITS]),
+		.wakeups = atomic64_read(&p->stats[GMEM_STAT_WAKEUPS]),
+		.pages_set = atomic64_read(&p->stats[GMEM_STAT_SET]),
+		.pages_cleared = atomic64_read(&p->stats[GMEM_STAT_CLEARED]),
+	};
+
+	if (copy_to_user(argp, &st, min_t(size_t, usize, sizeof(st))))
+		return -EFAULT;
+	return 0;
+}
+
+/*
+ * ioctls on a presence-tracked guest_memfd.  Matching ignores the size field
+ * so that the structures can grow; copy_struct_from_user() checks the tail.
+ */
+long kvm_gmem_presence_ioctl(struct file *file, unsigned int cmd,
+			     unsigned long arg)
+{
+	void __user *argp = (void __user *)arg;
+	unsigned int usize = _IOC_SIZE(cmd);
+
+	switch (cmd & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT)) {
+	case KVM_SET_MEMORY_PRESENT & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT):
+		return gmem_ioctl_set_present(file, argp, usize);
+	case KVM_GET_MEMORY_PRESENT & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT):
+		return gmem_ioctl_get_present(file, argp, usize);
+	case KVM_GMEM_GET_NOTIFY_FD & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT):
+		return gmem_ioctl_notify_fd(file, argp, usize);
+	case KVM_GMEM_PRESENCE_STATS & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT):
+		return gmem_ioctl_stats(file, argp, usize);
+	default:
+		return -ENOTTY;
+	}
+}
