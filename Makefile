@@ -1,0 +1,78 @@
+# guest_memfd presence bitmap: build, boot and test loop.  See README.md.
+#
+#   make              userspace tools (userspace/)
+#   make check        everything CI runs: deps, host unit tests, debug kernel,
+#                     selftests, VM run of the default test set
+#   make demo         boot the VM and run guest_memfd_presence_test
+#   make vm-test      kernel + selftests + initramfs + boot + run   [TESTS="a b"]
+#   make shell        boot the VM to a shell (tests in /kvm; Ctrl-A X quits)
+#   make kernel       [FLAVOR=debug|release]    make selftests    make deps
+#   make clean        out/ and userspace build   make distclean   + cached trees/builds
+#
+# Variables (command line or environment): FLAVOR (debug), TESTS, APPEND,
+# KST_TIMEOUT (per test, 300 s), TIMEOUT (whole VM, 1800 s), VERBOSE=1,
+# XDG_CACHE_HOME / CACHE (cache root, default ~/.cache/gmem-presence).
+
+# `make vm-test SHELL=1` would otherwise make "1" the recipe shell.
+ifeq ($(SHELL),1)
+override SHELL := /bin/sh
+INTERACTIVE := 1
+endif
+
+FLAVOR ?= debug
+export FLAVOR
+S := scripts
+
+.PHONY: all userspace deps kernel selftests initramfs vm-test check demo shell clean distclean
+
+all: userspace
+
+userspace:
+ifneq ($(wildcard userspace/Makefile),)
+	$(MAKE) -C userspace
+else
+	@echo "userspace/: nothing to build yet"
+endif
+
+deps:
+	@$(S)/deps.sh
+
+kernel: deps
+	@$(S)/kernel.sh
+
+selftests: kernel
+	@$(S)/build-selftests.sh
+
+initramfs:
+	@$(S)/mk-initramfs.sh
+
+# vm-test builds the kernel and the selftests itself, under one hold of the lock.
+vm-test: deps
+ifeq ($(INTERACTIVE),1)
+	@MODE=shell $(S)/vm-test.sh
+else
+	@$(S)/vm-test.sh
+endif
+
+check:
+	@$(S)/check.sh
+
+demo: deps
+	@echo "demo: boots the test VM and runs guest_memfd_presence_test."
+	@echo "demo: (the post-copy migration demo with the userspace tools comes later)"
+	@MODE=demo TESTS=guest_memfd_presence_test $(S)/vm-test.sh
+
+shell: deps
+	@MODE=shell $(S)/vm-test.sh
+
+clean:
+	rm -rf out
+ifneq ($(wildcard userspace/Makefile),)
+	-$(MAKE) -C userspace clean
+endif
+
+# Also the assembled trees, kernel builds and selftest builds in the cache
+# (keeps the downloaded source package, the extracted pristine tree and ccache).
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/gmem-presence
+distclean: clean
+	rm -rf $(CACHE)/tree-* $(CACHE)/build $(CACHE)/kselftest-*

@@ -1,0 +1,48 @@
+#!/bin/bash
+# `make check`: deps, host unit tests (userspace/, if it has a `test` target),
+# the debug kernel, the selftests, and the VM run of the full default set.
+# Continues past a failing stage where that makes sense, and ends with
+#   N passed, N failed[, N skipped]
+# (the VM tests, plus one entry for the host unit tests when they exist).
+# Exit status 0 iff nothing failed.
+set -uo pipefail
+. "$(dirname "$0")/common.sh"
+export FLAVOR=debug
+unset TESTS
+T0=$(now)
+mkdir -p "$OUT"; : > "$OUT/timings"
+
+t0=$(now)
+"$TOP/scripts/deps.sh" || { echo "check: make deps failed"; echo "0 passed, 1 failed"; exit 1; }
+timing "deps" "$(since "$t0")"
+
+hpass=0; hfail=0
+if [ -f "$TOP/userspace/Makefile" ] && make -C "$TOP/userspace" -n test >/dev/null 2>&1; then
+	t0=$(now)
+	if make -C "$TOP/userspace" test; then
+		hpass=1; echo "check: host unit tests PASS"
+	else
+		hfail=1; echo "check: host unit tests FAIL"
+	fi
+	timing "host unit tests" "$(since "$t0")"
+else
+	echo "check: no userspace unit tests yet (userspace/Makefile has no test target)"
+fi
+
+res=$(mktemp)
+trap 'rm -f "$res"' EXIT
+KEEP_TIMINGS=1 "$TOP/scripts/vm-test.sh" | tee "$res"
+rc=${PIPESTATUS[0]}
+last=$(tail -n1 "$res")
+if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+	p=${BASH_REMATCH[1]}; f=${BASH_REMATCH[2]}; s=${BASH_REMATCH[4]:-0}
+else
+	p=0; f=1; s=0
+fi
+[ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
+p=$((p + hpass)); f=$((f + hfail))
+echo "check: total $(since "$T0") s"
+line="$p passed, $f failed"
+[ "$s" != 0 ] && line="$line, $s skipped"
+echo "$line"
+[ "$f" = 0 ]

@@ -1,0 +1,98 @@
+# Sourced by the other scripts: paths, the global build/VM lock, timing helpers.
+#
+#   CACHE    cache root             default ${XDG_CACHE_HOME:-~/.cache}/gmem-presence
+#   OUT      per-checkout output    default <repo>/out  (initramfs, VM logs)
+#   FLAVOR   debug | release        default debug
+#   SRC      pristine kernel tree   default: resolved with scripts/fetch-kernel.sh
+#
+# Derived (each may be overridden from the environment):
+#   KVER     kernel version of SRC (e.g. 7.3.4)
+#   TREE     $CACHE/tree-$KVER                 assembled tree (pristine + ours)
+#   KBUILD   $CACHE/build/$KVER-$FLAVOR        kbuild output, bzImage
+#   KST      $CACHE/kselftest-$KVER            static KVM selftest binaries
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gmem-presence}
+OUT=${OUT:-$TOP/out}
+FLAVOR=${FLAVOR:-debug}
+LOCKFILE=${GMEM_PRESENCE_LOCK:-/tmp/gmem-presence-vm.lock}
+export CACHE OUT FLAVOR
+
+# The KVM selftests run by default (`make vm-test`, `make check`).  Our own
+# tests are added by default_tests() when their source is in the tree.
+UPSTREAM_TESTS="guest_memfd_test demand_paging_test set_memory_region_test
+ x86/private_mem_conversions_test x86/private_mem_kvm_exits_test pre_fault_memory_test
+ x86/sync_regs_test x86/svm_vmcall_test kvm_create_max_vcpus"
+OUR_TESTS="guest_memfd_presence_test"
+
+log() { echo "[$(basename "$0" .sh)] $*" >&2; }
+die() { echo "[$(basename "$0" .sh)] ERROR: $*" >&2; exit 1; }
+
+now() { date +%s.%N; }
+# since T0 -> seconds with one decimal
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# Stage timings, collected in $OUT/timings (one "stage seconds" line each) and
+# printed as they happen.
+timing() {
+	local stage=$1 secs=$2
+	echo "[timing] $stage: ${secs} s" >&2
+	mkdir -p "$OUT" && echo "$stage $secs" >> "$OUT/timings"
+}
+
+# Exclusive lock shared by every kernel build and VM run on this machine
+# (2 cores: one at a time).  Re-entrant: if this process already inherited a
+# descriptor holding the lock (from one of our parent scripts, or from
+# `flock /tmp/gmem-presence-vm.lock make ...`), that is used instead of
+# deadlocking on a second open of the file.
+gp_lock() {
+	local fd target
+	for fd in /proc/$$/fd/*; do
+		target=$(readlink "$fd" 2>/dev/null) || continue
+		[ "$target" = "$LOCKFILE" ] || continue
+		if flock -n "${fd##*/}" 2>/dev/null; then
+			return 0
+		fi
+	done
+	exec {GP_LOCK_FD}>>"$LOCKFILE"
+	if ! flock -n "$GP_LOCK_FD"; then
+		log "waiting for $LOCKFILE (another kernel build or VM run is in progress)"
+		local t0; t0=$(now)
+		flock "$GP_LOCK_FD"
+		log "got the lock after $(since "$t0") s"
+	fi
+}
+
+kver_of() {
+	awk -F' *= *' '/^VERSION/ {v=$2} /^PATCHLEVEL/ {p=$2} /^SUBLEVEL/ {s=$2}
+		/^EXTRAVERSION/ {e=$2; exit} END { printf "%s.%s.%s%s\n", v, p, s, e }' "$1/Makefile"
+}
+
+# Set SRC (fetching/extracting if needed), KVER, TREE, KBUILD, KST.
+resolve_paths() {
+	if [ -z "${SRC:-}" ]; then
+		local line
+		line=$("$TOP/scripts/fetch-kernel.sh" | tail -n1) || die "fetch-kernel.sh failed"
+		SRC=${line#SRC=}
+	fi
+	[ -f "$SRC/Makefile" ] || die "no kernel source at SRC=$SRC"
+	KVER=${KVER:-$(kver_of "$SRC")}
+	TREE=${TREE:-$CACHE/tree-$KVER}
+	KBUILD=${KBUILD:-$CACHE/build/$KVER-$FLAVOR}
+	KST=${KST:-$CACHE/kselftest-$KVER}
+	export SRC KVER TREE KBUILD KST
+}
+
+# The default test list: upstream tests plus our own tests whose source exists
+# in the assembled tree.
+default_tests() {
+	local t list=$UPSTREAM_TESTS
+	for t in $OUR_TESTS; do
+		[ -f "$TREE/tools/testing/selftests/kvm/$t.c" ] && list="$list $t"
+	done
+	echo $list
+}
+
+# TESTS may use "name:arg1:arg2" to pass arguments; strip them for building.
+test_names() {
+	local t
+	for t in "$@"; do echo "${t%%:*}"; done | awk '!seen[$0]++' | tr '\n' ' '
+}

@@ -1,0 +1,37 @@
+#!/bin/bash
+# Build the test initramfs (newc cpio, uncompressed): static busybox,
+# scripts/init.sh as /init, the stripped static selftests under /kvm.
+#   KST       selftest binaries                 default: common.sh
+#   TESTS     tests to include and run by default ("name:args" accepted)
+#             default: the project's default set
+#   INITRD    output file                       default $OUT/initramfs.cpio
+#   STRIP=0   keep debug info
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+[ -n "${KST:-}" ] || resolve_paths
+INITRD=${INITRD:-$OUT/initramfs.cpio}
+BUSYBOX=${BUSYBOX:-/bin/busybox}   # Debian busybox-static
+t0=$(now)
+if [ -n "${TESTS:-}" ]; then
+	run=$TESTS
+else
+	[ -n "${TREE:-}" ] || resolve_paths
+	run=$(default_tests)
+fi
+ROOT=$(mktemp -d "$OUT/.initramfs-root.XXXXXX" 2>/dev/null || { mkdir -p "$OUT"; mktemp -d "$OUT/.initramfs-root.XXXXXX"; })
+trap 'rm -rf "$ROOT"' EXIT
+mkdir -p "$ROOT"/{bin,sbin,proc,sys,dev,tmp,kvm/x86}
+file -L "$BUSYBOX" | grep -q 'statically linked' || die "$BUSYBOX is not static (apt install busybox-static)"
+cp "$BUSYBOX" "$ROOT/bin/busybox"
+install -m755 "$TOP/scripts/init.sh" "$ROOT/init"
+for t in $(test_names $run); do
+	[ -f "$KST/$t" ] || die "missing selftest binary $KST/$t (make selftests TESTS=...)"
+	file "$KST/$t" | grep -q 'statically linked' || die "$t is not statically linked"
+	if [ "${STRIP:-1}" = 1 ]; then strip -o "$ROOT/kvm/$t" "$KST/$t"; else cp "$KST/$t" "$ROOT/kvm/$t"; fi
+done
+echo $run > "$ROOT/kvm/TESTS"
+mknod -m 600 "$ROOT/dev/console" c 5 1 2>/dev/null || true
+mkdir -p "$(dirname "$INITRD")"
+(cd "$ROOT" && find . -print0 | cpio --null -o -H newc --quiet > "$INITRD.tmp")
+mv "$INITRD.tmp" "$INITRD"
+timing "initramfs ($(du -h "$INITRD" | cut -f1), $(echo $run | wc -w) tests)" "$(since "$t0")"
