@@ -316,6 +316,7 @@ static void gmem_init_waiter(struct kvm_gmem_presence_waiter *w,
 			     struct kvm_gmem_presence *p, pgoff_t index)
 {
 	init_waitqueue_func_entry(&w->wait, gmem_wake_fn);
+	INIT_LIST_HEAD(&w->wait.entry);
 	w->wait.private = current;
 	w->p = p;
 	w->index = index;

@@ -1,0 +1,858 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * guest_memfd presence tracking: every access to a not-present page is held
+ * at one gate, raises one record, and is released by KVM_SET_MEMORY_PRESENT.
+ *
+ * Each subtest runs in its own child with the harness timeout, so a hang is
+ * a failure rather than a stuck run.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <linux/falloc.h>
+#include <linux/kvm.h>
+#include <linux/sizes.h>
+
+#include "kvm_util.h"
+#include "processor.h"
+#include "test_util.h"
+#include "kselftest_harness.h"
+
+#define TEST_GPA	SZ_4G
+#define TEST_SLOT	1
+#define TEST_NPAGES	8
+#define TEST_SIZE	(TEST_NPAGES * PAGE_SIZE)
+#define TEST_PORT	0x80
+
+#define PATTERN(i)	(0x5a5a000000000000ull | (i))
+
+static u64 gmem_flags_shared = GUEST_MEMFD_FLAG_MMAP |
+			       GUEST_MEMFD_FLAG_INIT_SHARED |
+			       GUEST_MEMFD_FLAG_PRESENCE;
+
+static int __set_present(int fd, u64 offset, u64 size, u64 flags, void *src,
+			 u64 *done)
+{
+	struct kvm_memory_present args = {
+		.offset = offset,
+		.size = size,
+		.flags = flags,
+		.src = (u64)src,
+	};
+	int r;
+
+	r = ioctl(fd, KVM_SET_MEMORY_PRESENT, &args);
+	if (done)
+		*done = args.done;
+	return r;
+}
+
+/* The errno of a failing KVM_SET_MEMORY_PRESENT, 0 if it succeeded. */
+static int set_present_errno(int fd, u64 offset, u64 size, u64 flags,
+			     void *src)
+{
+	errno = 0;
+	return __set_present(fd, offset, size, flags, src, NULL) ? errno : 0;
+}
+
+static void set_present(int fd, u64 offset, u64 size)
+{
+	int r = __set_present(fd, offset, size, 0, NULL, NULL);
+
+	TEST_ASSERT(!r, KVM_IOCTL_ERROR(KVM_SET_MEMORY_PRESENT, r));
+}
+
+/* Copy in one page filled with PATTERN(page index). */
+static void copy_in_page(int fd, u64 page)
+{
+	u64 *buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
+	u64 done;
+	int i, r;
+
+	for (i = 0; i < PAGE_SIZE / 8; i++)
+		buf[i] = PATTERN(page);
+	r = __set_present(fd, page * PAGE_SIZE, PAGE_SIZE,
+			  KVM_MEMORY_PRESENT_COPY, buf, &done);
+	TEST_ASSERT(!r, KVM_IOCTL_ERROR(KVM_SET_MEMORY_PRESENT, r));
+	TEST_ASSERT_EQ(done, PAGE_SIZE);
+	free(buf);
+}
+
+static void clear_present(int fd, u64 offset, u64 size)
+{
+	int r = __set_present(fd, offset, size, KVM_MEMORY_PRESENT_CLEAR,
+			      NULL, NULL);
+
+	TEST_ASSERT(!r, KVM_IOCTL_ERROR(KVM_SET_MEMORY_PRESENT, r));
+}
+
+static int notify_fd(int gmem, u32 flags)
+{
+	struct kvm_gmem_notify_fd args = { .flags = flags };
+
+	return ioctl(gmem, KVM_GMEM_GET_NOTIFY_FD, &args);
+}
+
+/* Wait up to @ms for one record; false if none came. */
+static bool read_event(int nfd, struct kvm_gmem_presence_event *ev, int ms)
+{
+	struct pollfd pfd = { .fd = nfd, .events = POLLIN };
+	ssize_t n;
+
+	if (poll(&pfd, 1, ms) <= 0)
+		return false;
+	n = read(nfd, ev, sizeof(*ev));
+	TEST_ASSERT(n == sizeof(*ev), "read notify fd: %zd errno %d", n, errno);
+	return true;
+}
+
+static struct kvm_gmem_presence_stats get_stats(int gmem)
+{
+	struct kvm_gmem_presence_stats st;
+
+	TEST_ASSERT(!ioctl(gmem, KVM_GMEM_PRESENCE_STATS, &st), "stats");
+	return st;
+}
+
+static void set_policy(struct kvm_vm *vm, u64 policy)
+{
+	vm_enable_cap(vm, KVM_CAP_GUEST_MEMFD_PRESENCE, policy);
+}
+
+/* A default VM with a gmem-only memslot backed by a presence guest_memfd. */
+struct pvm {
+	struct kvm_vm *vm;
+	struct kvm_vcpu *vcpu;
+	int gmem;
+	void *mem;
+};
+
+static void pvm_create(struct pvm *t, void *guest_code, bool map_hva)
+{
+	t->vm = vm_create_with_one_vcpu(&t->vcpu, guest_code);
+	t->gmem = vm_create_guest_memfd(t->vm, TEST_SIZE, gmem_flags_shared);
+	t->mem = NULL;
+	if (map_hva)
+		t->mem = kvm_mmap(TEST_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+				  t->gmem);
+	vm_set_user_memory_region2(t->vm, TEST_SLOT, KVM_MEM_GUEST_MEMFD,
+				   TEST_GPA, TEST_SIZE, t->mem, t->gmem, 0);
+	virt_map(t->vm, TEST_GPA, TEST_GPA, TEST_NPAGES);
+	vcpu_args_set(t->vcpu, 2, TEST_GPA, TEST_NPAGES);
+}
+
+static void guest_read_pages(u64 gpa, u64 npages)
+{
+	u64 i;
+
+	for (i = 0; i < npages; i++)
+		GUEST_ASSERT_EQ(READ_ONCE(*(u64 *)(gpa + i * PAGE_SIZE)),
+				PATTERN(i));
+	GUEST_DONE();
+}
+
+static void assert_not_present_exit(struct kvm_vcpu *vcpu, int r, u64 gpa,
+				    u64 extra_flags)
+{
+	TEST_ASSERT(r == -1 && errno == EFAULT,
+		    "KVM_RUN: expected EFAULT, got r=%d errno=%d", r, errno);
+	TEST_ASSERT_EQ(vcpu->run->exit_reason, KVM_EXIT_MEMORY_FAULT);
+	TEST_ASSERT_EQ(vcpu->run->memory_fault.flags,
+		       KVM_MEMORY_EXIT_FLAG_NOT_PRESENT | extra_flags);
+	TEST_ASSERT_EQ(vcpu->run->memory_fault.gpa, gpa);
+	TEST_ASSERT_EQ(vcpu->run->memory_fault.size, PAGE_SIZE);
+}
+
+static void assert_done(struct kvm_vcpu *vcpu)
+{
+	struct ucall uc;
+
+	switch (get_ucall(vcpu, &uc)) {
+	case UCALL_DONE:
+		return;
+	case UCALL_ABORT:
+		REPORT_GUEST_ASSERT(uc);
+	default:
+		TEST_FAIL("unexpected exit %s", exit_reason_str(vcpu->run->exit_reason));
+	}
+}
+
+TEST(capabilities)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	int fd;
+
+	ASSERT_EQ(kvm_check_cap(KVM_CAP_GUEST_MEMFD_PRESENCE),
+		  BIT(KVM_GMEM_PRESENCE_EXIT) | BIT(KVM_GMEM_PRESENCE_WAIT));
+	ASSERT_TRUE(vm_check_cap(vm, KVM_CAP_GUEST_MEMFD_FLAGS) &
+		    GUEST_MEMFD_FLAG_PRESENCE);
+
+	/* With and without mmap; a new guest_memfd has nothing present. */
+	fd = vm_create_guest_memfd(vm, TEST_SIZE, GUEST_MEMFD_FLAG_PRESENCE);
+	ASSERT_EQ(get_stats(fd).nr_present, 0);
+	ASSERT_EQ(get_stats(fd).nr_pages, TEST_NPAGES);
+	close(fd);
+	fd = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+	ASSERT_EQ(get_stats(fd).nr_present, 0);
+	close(fd);
+	kvm_vm_free(vm);
+}
+
+TEST(invalid_inputs)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_memory_present_bitmap bm = { 0 };
+	struct kvm_gmem_notify_fd nf = { 0 };
+	u64 bitmap[2];
+	static char buf[2 * PAGE_SIZE];
+	int fd, plain, efd;
+
+	fd = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+
+	ASSERT_EQ(set_present_errno(fd, 1, PAGE_SIZE, 0, NULL), EINVAL);		/* unaligned */
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE + 1, 0, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, 0, 0, NULL), EINVAL);			/* empty */
+	ASSERT_EQ(set_present_errno(fd, PAGE_SIZE, -PAGE_SIZE, 0, NULL), EINVAL);	/* overflow */
+	ASSERT_EQ(set_present_errno(fd, 0, TEST_SIZE + PAGE_SIZE, 0, NULL), EINVAL); /* beyond */
+	ASSERT_EQ(set_present_errno(fd, TEST_SIZE, PAGE_SIZE, 0, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, BIT(5), NULL), EINVAL);	/* unknown flag */
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_COPY |
+		       KVM_MEMORY_PRESENT_CLEAR, buf), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, 0, buf), EINVAL);		/* src w/o COPY */
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_COPY, (void *)8), EFAULT);
+	ASSERT_EQ(get_stats(fd).nr_present, 0);
+
+	/* Non-zero reserved fields. */
+	{
+		struct kvm_memory_present a = { .size = PAGE_SIZE, .reserved[2] = 1 };
+
+		ASSERT_EQ(ioctl(fd, KVM_SET_MEMORY_PRESENT, &a), -1);
+		ASSERT_EQ(errno, EINVAL);
+	}
+
+	/* COPY onto a present page: EEXIST, and progress says where. */
+	set_present(fd, PAGE_SIZE, PAGE_SIZE);
+	{
+		u64 done = ~0ull;
+
+		ASSERT_EQ(__set_present(fd, 0, 2 * PAGE_SIZE,
+					KVM_MEMORY_PRESENT_COPY, buf, &done), -1);
+		ASSERT_EQ(errno, EEXIST);
+		ASSERT_EQ(done, PAGE_SIZE);
+	}
+
+	bm.offset = 0;
+	bm.size = TEST_SIZE;
+	bm.bitmap = (u64)bitmap;
+	bm.flags = 1;
+	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), -1);
+	ASSERT_EQ(errno, EINVAL);
+	bm.flags = 0;
+	bm.size = TEST_SIZE + PAGE_SIZE;
+	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), -1);
+	ASSERT_EQ(errno, EINVAL);
+	bm.size = TEST_SIZE;
+	bm.bitmap = 8;
+	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), -1);
+	ASSERT_EQ(errno, EFAULT);
+
+	nf.flags = BIT(7);
+	ASSERT_EQ(ioctl(fd, KVM_GMEM_GET_NOTIFY_FD, &nf), -1);
+	ASSERT_EQ(errno, EINVAL);
+	nf.flags = 0;
+	nf.reserved[0] = 1;
+	ASSERT_EQ(ioctl(fd, KVM_GMEM_GET_NOTIFY_FD, &nf), -1);
+	ASSERT_EQ(errno, EINVAL);
+
+	/* Short reads of the notification fd. */
+	{
+		int nfd = notify_fd(fd, KVM_GMEM_NOTIFY_NONBLOCK);
+
+		ASSERT_GE(nfd, 0);
+		ASSERT_EQ(read(nfd, buf, 8), -1);
+		ASSERT_EQ(errno, EINVAL);
+		ASSERT_EQ(read(nfd, buf, sizeof(struct kvm_gmem_presence_event)), -1);
+		ASSERT_EQ(errno, EAGAIN);
+		close(nfd);
+	}
+
+	/* Wrong kinds of fd: no presence, not a guest_memfd, closed. */
+	plain = vm_create_guest_memfd(vm, TEST_SIZE, 0);
+	ASSERT_EQ(__set_present(plain, 0, PAGE_SIZE, 0, NULL, NULL), -1);
+	ASSERT_EQ(errno, ENOTTY);
+	efd = eventfd(0, 0);
+	ASSERT_EQ(__set_present(efd, 0, PAGE_SIZE, 0, NULL, NULL), -1);
+	ASSERT_EQ(errno, ENOTTY);
+	close(efd);
+	ASSERT_EQ(__set_present(efd, 0, PAGE_SIZE, 0, NULL, NULL), -1);
+	ASSERT_EQ(errno, EBADF);
+
+	/* Policies. */
+	ASSERT_EQ(__vm_enable_cap(vm, KVM_CAP_GUEST_MEMFD_PRESENCE, 7), -1);
+	ASSERT_EQ(errno, EINVAL);
+	{
+		struct kvm_enable_cap cap = {
+			.cap = KVM_CAP_GUEST_MEMFD_PRESENCE,
+			.args = { KVM_GMEM_PRESENCE_WAIT, 1 },
+		};
+
+		ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
+		ASSERT_EQ(errno, EINVAL);
+	}
+
+	close(plain);
+	close(fd);
+	kvm_vm_free(vm);
+}
+
+TEST(bitmap_and_rearm)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_memory_present_bitmap bm = { 0 };
+	/* A multi-TiB guest_memfd costs two bits per page, nothing per fault. */
+	const u64 big = 2ull << 40;
+	u64 bitmap[2] = { 0 };
+	int fd;
+
+	fd = vm_create_guest_memfd(vm, big, GUEST_MEMFD_FLAG_PRESENCE);
+	set_present(fd, 0, 3 * PAGE_SIZE);
+	set_present(fd, 70 * PAGE_SIZE, PAGE_SIZE);
+	set_present(fd, big - PAGE_SIZE, PAGE_SIZE);
+	/* Marking present twice is harmless. */
+	set_present(fd, 0, PAGE_SIZE);
+
+	bm.size = 128 * PAGE_SIZE;
+	bm.bitmap = (u64)bitmap;
+	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), 0);
+	ASSERT_EQ(bitmap[0], 0x7);
+	ASSERT_EQ(bitmap[1], 1ull << 6);
+
+	/* An unaligned start shifts the window. */
+	bm.offset = PAGE_SIZE;
+	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), 0);
+	ASSERT_EQ(bitmap[0], 0x3);
+	ASSERT_EQ(bitmap[1], 1ull << 5);
+
+	bm.offset = big - 64 * PAGE_SIZE;
+	bm.size = 64 * PAGE_SIZE;
+	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), 0);
+	ASSERT_EQ(bitmap[0], 1ull << 63);
+
+	ASSERT_EQ(get_stats(fd).nr_present, 5);
+	ASSERT_EQ(get_stats(fd).nr_pages, big / PAGE_SIZE);
+
+	clear_present(fd, PAGE_SIZE, PAGE_SIZE);
+	bm.offset = 0;
+	bm.size = 64 * PAGE_SIZE;
+	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), 0);
+	ASSERT_EQ(bitmap[0], 0x5);
+
+	close(fd);
+	kvm_vm_free(vm);
+}
+
+/* EXIT policy: each page exits once per access, and notifies once. */
+TEST(exit_policy)
+{
+	struct kvm_gmem_presence_event ev;
+	struct pvm t;
+	int nfd, r;
+	u64 i;
+
+	pvm_create(&t, guest_read_pages, false);
+	nfd = notify_fd(t.gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+	ASSERT_GE(nfd, 0);
+
+	for (i = 0; i < TEST_NPAGES; i++) {
+		r = _vcpu_run(t.vcpu);
+		assert_not_present_exit(t.vcpu, r, TEST_GPA + i * PAGE_SIZE, 0);
+
+		ASSERT_TRUE(read_event(nfd, &ev, 0));
+		ASSERT_EQ(ev.offset, i * PAGE_SIZE);
+		ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_VCPU);
+		ASSERT_EQ(ev.vcpu_id, 0);
+		ASSERT_EQ(ev.access, KVM_GMEM_ACCESS_READ);
+		ASSERT_EQ(ev.pid, getpid());
+
+		/* Running again without populating: same exit, no record. */
+		r = _vcpu_run(t.vcpu);
+		assert_not_present_exit(t.vcpu, r, TEST_GPA + i * PAGE_SIZE, 0);
+		ASSERT_FALSE(read_event(nfd, &ev, 0));
+
+		copy_in_page(t.gmem, i);
+	}
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+	ASSERT_EQ(get_stats(t.gmem).notifications, TEST_NPAGES);
+	ASSERT_EQ(get_stats(t.gmem).nr_present, TEST_NPAGES);
+
+	close(nfd);
+	kvm_vm_free(t.vm);
+	close(t.gmem);
+}
+
+/* Re-arming a populated page notifies again on the next access. */
+TEST(rearm_renotifies)
+{
+	struct kvm_gmem_presence_event ev;
+	struct pvm t;
+	int nfd, r;
+	u64 i;
+
+	pvm_create(&t, guest_read_pages, false);
+	nfd = notify_fd(t.gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+	for (i = 0; i < TEST_NPAGES; i++)
+		copy_in_page(t.gmem, i);
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+	ASSERT_FALSE(read_event(nfd, &ev, 0));
+
+	/* The stage-2 mapping must go: the guest faults again. */
+	clear_present(t.gmem, 3 * PAGE_SIZE, PAGE_SIZE);
+	vcpu_args_set(t.vcpu, 2, TEST_GPA, TEST_NPAGES);
+	vcpu_arch_set_entry_point(t.vcpu, guest_read_pages);
+	r = _vcpu_run(t.vcpu);
+	assert_not_present_exit(t.vcpu, r, TEST_GPA + 3 * PAGE_SIZE, 0);
+	ASSERT_TRUE(read_event(nfd, &ev, 0));
+	ASSERT_EQ(ev.offset, 3 * PAGE_SIZE);
+
+	/* Contents survive a re-arm: marking present again is enough. */
+	set_present(t.gmem, 3 * PAGE_SIZE, PAGE_SIZE);
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+
+	close(nfd);
+	kvm_vm_free(t.vm);
+	close(t.gmem);
+}
+
+struct populator {
+	int gmem;
+	int nfd;
+	int count;
+	int max;
+};
+
+static void *populate_thread(void *arg)
+{
+	struct populator *p = arg;
+	struct kvm_gmem_presence_event ev;
+
+	while (p->count < p->max) {
+		ssize_t n = read(p->nfd, &ev, sizeof(ev));
+
+		TEST_ASSERT(n == sizeof(ev), "read: %zd errno %d", n, errno);
+		TEST_ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_VCPU);
+		copy_in_page(p->gmem, ev.offset / PAGE_SIZE);
+		p->count++;
+	}
+	return NULL;
+}
+
+/* WAIT policy: the vCPU sleeps in the kernel while a thread populates. */
+TEST(wait_policy)
+{
+	struct populator pop;
+	pthread_t th;
+	struct pvm t;
+
+	pvm_create(&t, guest_read_pages, false);
+	set_policy(t.vm, KVM_GMEM_PRESENCE_WAIT);
+	pop = (struct populator){ .gmem = t.gmem, .nfd = notify_fd(t.gmem, 0),
+				  .max = TEST_NPAGES };
+	ASSERT_GE(pop.nfd, 0);
+	pthread_create(&th, NULL, populate_thread, &pop);
+
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+	pthread_join(th, NULL);
+	ASSERT_EQ(pop.count, TEST_NPAGES);
+	ASSERT_EQ(get_stats(t.gmem).notifications, TEST_NPAGES);
+
+	close(pop.nfd);
+	kvm_vm_free(t.vm);
+	close(t.gmem);
+}
+
+static void noop_handler(int sig)
+{
+}
+
+/*
+ * A signal ends a WAIT with KVM_EXIT_INTR; re-entering carries on.  (Not
+ * _vcpu_run(): it loops on EINTR.)
+ */
+TEST(wait_signal)
+{
+	struct itimerval it = { .it_value = { .tv_usec = 300000 } };
+	struct kvm_gmem_presence_event ev;
+	struct pvm t;
+	int nfd, r;
+	u64 i;
+
+	pvm_create(&t, guest_read_pages, false);
+	set_policy(t.vm, KVM_GMEM_PRESENCE_WAIT);
+	nfd = notify_fd(t.gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+	signal(SIGALRM, noop_handler);
+
+	setitimer(ITIMER_REAL, &it, NULL);
+	r = __vcpu_run(t.vcpu);
+	ASSERT_EQ(r, -1);
+	ASSERT_EQ(errno, EINTR);
+	ASSERT_EQ(t.vcpu->run->exit_reason, KVM_EXIT_INTR);
+	ASSERT_TRUE(read_event(nfd, &ev, 0));
+	ASSERT_EQ(ev.offset, 0);
+
+	/* Interrupted again: still no second record for page 0. */
+	setitimer(ITIMER_REAL, &it, NULL);
+	r = __vcpu_run(t.vcpu);
+	ASSERT_EQ(r, -1);
+	ASSERT_EQ(errno, EINTR);
+	ASSERT_FALSE(read_event(nfd, &ev, 0));
+
+	for (i = 0; i < TEST_NPAGES; i++)
+		copy_in_page(t.gmem, i);
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+
+	close(nfd);
+	kvm_vm_free(t.vm);
+	close(t.gmem);
+}
+
+static void guest_outs(u64 gpa, u64 npages)
+{
+	/* OUTS is emulated by KVM, which reads the operand itself. */
+	asm volatile("outsb" : "+S"(gpa) : "d"(TEST_PORT) : "memory");
+	GUEST_DONE();
+}
+
+static void *run_vcpu_thread(void *arg)
+{
+	struct kvm_vcpu *vcpu = arg;
+	long r = _vcpu_run(vcpu);
+
+	return (void *)(r ? (long)-errno : 0);
+}
+
+/* A KVM-internal access (the emulator) is gated through the gmem mmap. */
+TEST(kvm_internal_access)
+{
+	struct kvm_gmem_presence_event ev;
+	struct kvm_run *run;
+	void *ret;
+	pthread_t th;
+	struct pvm t;
+	int nfd;
+
+	pvm_create(&t, guest_outs, true);
+	nfd = notify_fd(t.gmem, 0);
+	pthread_create(&th, NULL, run_vcpu_thread, t.vcpu);
+
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_EQ(ev.offset, 0);
+	ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_KVM);
+	ASSERT_EQ(ev.vcpu_id, 0);
+	copy_in_page(t.gmem, 0);
+
+	pthread_join(th, &ret);
+	ASSERT_EQ((long)ret, 0);
+	run = t.vcpu->run;
+	ASSERT_EQ(run->exit_reason, KVM_EXIT_IO);
+	ASSERT_EQ(run->io.port, TEST_PORT);
+	ASSERT_EQ(run->io.direction, KVM_EXIT_IO_OUT);
+	ASSERT_EQ(*((u8 *)run + run->io.data_offset), (u8)PATTERN(0));
+
+	close(nfd);
+	kvm_vm_free(t.vm);
+	kvm_munmap(t.mem, TEST_SIZE);
+	close(t.gmem);
+}
+
+/* A process holding only the guest_memfd, faulting through its own mmap. */
+static int helper_read(int gmem, u64 page)
+{
+	u64 *mem = mmap(NULL, TEST_SIZE, PROT_READ, MAP_SHARED, gmem, 0);
+
+	if (mem == MAP_FAILED)
+		return 2;
+	return READ_ONCE(mem[page * PAGE_SIZE / 8]) == PATTERN(page) ? 0 : 1;
+}
+
+static void *thread_read(void *arg)
+{
+	int gmem = (int)(long)arg;
+
+	return (void *)(long)helper_read(gmem, 0);
+}
+
+/* Many threads and a forked helper on one page: exactly one record. */
+TEST(dedup_threads_and_helper)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_gmem_presence_event ev;
+	pthread_t th[4];
+	int gmem, nfd, i, status;
+	void *ret;
+	pid_t pid;
+
+	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+	nfd = notify_fd(gmem, 0);
+
+	pid = fork();
+	if (!pid)
+		_exit(helper_read(gmem, 0));
+	for (i = 0; i < 4; i++)
+		pthread_create(&th[i], NULL, thread_read, (void *)(long)gmem);
+
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_EQ(ev.offset, 0);
+	ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_MMAP);
+	ASSERT_EQ(ev.vcpu_id, KVM_GMEM_NO_VCPU);
+	ASSERT_TRUE(ev.pid == getpid() || ev.pid == pid);
+	/* Give every reader time to hit the gate: still only one record. */
+	usleep(500000);
+	ASSERT_FALSE(read_event(nfd, &ev, 200));
+	ASSERT_GE(get_stats(gmem).faults, 2);
+
+	copy_in_page(gmem, 0);
+	for (i = 0; i < 4; i++) {
+		pthread_join(th[i], &ret);
+		ASSERT_EQ((long)ret, 0);
+	}
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ASSERT_EQ(get_stats(gmem).notifications, 1);
+
+	close(nfd);
+	close(gmem);
+	kvm_vm_free(vm);
+}
+
+static atomic_int *usr1_count;
+
+static void usr1_handler(int sig)
+{
+	atomic_fetch_add(usr1_count, 1);
+}
+
+/*
+ * Signals and a helper sleeping in the fault handler: a handled signal runs
+ * and the access goes back to waiting, SIGKILL always ends it.
+ */
+TEST(helper_signals)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_gmem_presence_event ev;
+	int gmem, nfd, status, i;
+	pid_t waiter, victim;
+
+	usr1_count = mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+	nfd = notify_fd(gmem, 0);
+
+	waiter = fork();
+	if (!waiter) {
+		signal(SIGUSR1, usr1_handler);
+		_exit(helper_read(gmem, 1));
+	}
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_EQ(ev.offset, PAGE_SIZE);
+	ASSERT_EQ(ev.pid, waiter);
+
+	for (i = 0; i < 100 && !atomic_load(usr1_count); i++) {
+		kill(waiter, SIGUSR1);
+		usleep(20000);
+	}
+	ASSERT_GE(atomic_load(usr1_count), 1);
+	ASSERT_EQ(waitpid(waiter, &status, WNOHANG), 0);
+
+	victim = fork();
+	if (!victim)
+		_exit(helper_read(gmem, 2));
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_EQ(ev.offset, 2 * PAGE_SIZE);
+	kill(victim, SIGKILL);
+	ASSERT_EQ(waitpid(victim, &status, 0), victim);
+	ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+	copy_in_page(gmem, 1);
+	ASSERT_EQ(waitpid(waiter, &status, 0), waiter);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	close(nfd);
+	close(gmem);
+	kvm_vm_free(vm);
+}
+
+/* Private memory of a software-protected VM: only copy-in can fill it. */
+TEST(private_memory)
+{
+	const struct vm_shape shape = {
+		.mode = VM_MODE_DEFAULT,
+		.type = KVM_X86_SW_PROTECTED_VM,
+	};
+	struct kvm_gmem_presence_event ev;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	int gmem, nfd, r;
+	u64 i;
+
+	if (!(kvm_check_cap(KVM_CAP_VM_TYPES) & BIT(KVM_X86_SW_PROTECTED_VM)))
+		SKIP(return, "KVM_X86_SW_PROTECTED_VM not supported");
+
+	vm = vm_create_shape_with_one_vcpu(shape, &vcpu, guest_read_pages);
+	gmem = vm_create_guest_memfd(vm, TEST_SIZE, GUEST_MEMFD_FLAG_PRESENCE);
+	vm_mem_add(vm, VM_MEM_SRC_ANONYMOUS, TEST_GPA, TEST_SLOT, TEST_NPAGES,
+		   KVM_MEM_GUEST_MEMFD, gmem, 0);
+	virt_map(vm, TEST_GPA, TEST_GPA, TEST_NPAGES);
+	vm_mem_set_private(vm, TEST_GPA, TEST_SIZE);
+	vcpu_args_set(vcpu, 2, TEST_GPA, TEST_NPAGES);
+	nfd = notify_fd(gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+
+	for (i = 0; i < TEST_NPAGES; i++) {
+		r = _vcpu_run(vcpu);
+		assert_not_present_exit(vcpu, r, TEST_GPA + i * PAGE_SIZE,
+					KVM_MEMORY_EXIT_FLAG_PRIVATE);
+		ASSERT_TRUE(read_event(nfd, &ev, 0));
+		ASSERT_EQ(ev.offset, i * PAGE_SIZE);
+		copy_in_page(gmem, i);
+	}
+	vcpu_run(vcpu);
+	assert_done(vcpu);
+
+	close(nfd);
+	close(gmem);
+	kvm_vm_free(vm);
+}
+
+/* Closing the guest_memfd wakes a waiting vCPU, which then fails cleanly. */
+TEST(teardown_close_gmem)
+{
+	struct kvm_gmem_presence_event ev;
+	pthread_t th;
+	struct pvm t;
+	void *ret;
+	int nfd;
+
+	pvm_create(&t, guest_read_pages, false);
+	set_policy(t.vm, KVM_GMEM_PRESENCE_WAIT);
+	nfd = notify_fd(t.gmem, 0);
+	pthread_create(&th, NULL, run_vcpu_thread, t.vcpu);
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	usleep(100000);
+
+	close(t.gmem);
+	pthread_join(th, &ret);
+	ASSERT_EQ((long)ret, -EFAULT);
+	ASSERT_EQ(t.vcpu->run->exit_reason, KVM_EXIT_MEMORY_FAULT);
+
+	/* The reader sees end-of-file once the file is gone. */
+	ASSERT_EQ(read(nfd, &ev, sizeof(ev)), 0);
+	close(nfd);
+	kvm_vm_free(t.vm);
+}
+
+/* Deleting the memslot wakes a waiting vCPU: it re-faults elsewhere. */
+TEST(teardown_delete_memslot)
+{
+	struct kvm_gmem_presence_event ev;
+	pthread_t th;
+	struct pvm t;
+	void *ret;
+	int nfd;
+
+	pvm_create(&t, guest_read_pages, false);
+	set_policy(t.vm, KVM_GMEM_PRESENCE_WAIT);
+	nfd = notify_fd(t.gmem, 0);
+	pthread_create(&th, NULL, run_vcpu_thread, t.vcpu);
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	usleep(100000);
+
+	vm_set_user_memory_region2(t.vm, TEST_SLOT, KVM_MEM_GUEST_MEMFD,
+				   TEST_GPA, 0, NULL, t.gmem, 0);
+	pthread_join(th, &ret);
+	ASSERT_NE(t.vcpu->run->exit_reason, KVM_EXIT_UNKNOWN);
+
+	close(nfd);
+	close(t.gmem);
+	kvm_vm_free(t.vm);
+}
+
+/* Punching a hole re-arms: a sleeping helper is notified again. */
+TEST(teardown_punch_hole)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_gmem_presence_event ev;
+	int gmem, nfd, status;
+	pid_t pid;
+
+	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+	nfd = notify_fd(gmem, 0);
+	pid = fork();
+	if (!pid)
+		_exit(helper_read(gmem, 0));
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	usleep(100000);
+
+	ASSERT_EQ(fallocate(gmem, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+			    0, PAGE_SIZE), 0);
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_EQ(ev.offset, 0);
+	ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0);
+
+	copy_in_page(gmem, 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	close(nfd);
+	close(gmem);
+	kvm_vm_free(vm);
+}
+
+/* Killing a process whose vCPU waits, or whose helper sleeps, is clean. */
+TEST(teardown_kill_waiting_vcpu)
+{
+	int status, pipefd[2];
+	char c;
+	pid_t pid;
+
+	ASSERT_EQ(pipe(pipefd), 0);
+	pid = fork();
+	if (!pid) {
+		struct kvm_gmem_presence_event ev;
+		struct pvm t;
+		int nfd;
+
+		pvm_create(&t, guest_read_pages, false);
+		set_policy(t.vm, KVM_GMEM_PRESENCE_WAIT);
+		nfd = notify_fd(t.gmem, 0);
+		if (!fork()) {
+			/* Tell the parent once the vCPU has hit the gate. */
+			if (read(nfd, &ev, sizeof(ev)) != sizeof(ev) ||
+			    write(pipefd[1], "x", 1) != 1)
+				_exit(1);
+			_exit(0);
+		}
+		vcpu_run(t.vcpu);
+		_exit(3);
+	}
+	ASSERT_EQ(read(pipefd[0], &c, 1), 1);
+	usleep(100000);
+	kill(pid, SIGKILL);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+TEST_HARNESS_MAIN
