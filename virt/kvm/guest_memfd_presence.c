@@ -39,7 +39,7 @@
  * other (userfaultfd's single fault queue is what collapses its paging rate).
  */
 #define KVM_GMEM_PRESENCE_WAITQ_BITS	6
-#define KVM_GMEM_PRESENCE_NR_WAITQ	(1 << KVM_GMEM_PRESENCE_WAITQ_BITS)
+#define KVM_GMEM_PRESENCE_NR_WAITQ	BIT(KVM_GMEM_PRESENCE_WAITQ_BITS)
 
 enum {
 	GMEM_STAT_FAULTS,
@@ -539,13 +539,14 @@ u32 kvm_gmem_presence_policies(void)
 
 int kvm_gmem_presence_set_policy(struct kvm *kvm, struct kvm_enable_cap *cap)
 {
+	u64 policy = cap->args[0];
+
 	if (cap->flags || cap->args[1] || cap->args[2] || cap->args[3])
 		return -EINVAL;
-	if (cap->args[0] >= BITS_PER_TYPE(u32) ||
-	    !(kvm_gmem_presence_policies() & BIT(cap->args[0])))
+	if (policy >= 32 || !(kvm_gmem_presence_policies() & BIT(policy)))
 		return -EINVAL;
 
-	WRITE_ONCE(kvm->gmem_presence_policy, cap->args[0]);
+	WRITE_ONCE(kvm->gmem_presence_policy, policy);
 	return 0;
 }
 
@@ -762,6 +763,11 @@ static long gmem_ioctl_get_present(struct file *file, void __user *argp,
 	return 0;
 }
 
+static bool gmem_events_ready(struct kvm_gmem_presence *p)
+{
+	return !list_empty_careful(&p->events) || READ_ONCE(p->closed);
+}
+
 static ssize_t gmem_notify_read(struct file *file, char __user *buf,
 				size_t len, loff_t *ppos)
 {
@@ -791,8 +797,7 @@ static ssize_t gmem_notify_read(struct file *file, char __user *buf,
 			if (file->f_flags & O_NONBLOCK)
 				return -EAGAIN;
 			r = wait_event_interruptible(p->event_wq,
-					!list_empty_careful(&p->events) ||
-					READ_ONCE(p->closed));
+						     gmem_events_ready(p));
 			if (r)
 				return r;
 			continue;

@@ -11,7 +11,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -219,17 +218,21 @@ TEST(invalid_inputs)
 
 	fd = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
 
-	ASSERT_EQ(set_present_errno(fd, 1, PAGE_SIZE, 0, NULL), EINVAL);		/* unaligned */
+	/* Unaligned, empty, overflowing, beyond the end. */
+	ASSERT_EQ(set_present_errno(fd, 1, PAGE_SIZE, 0, NULL), EINVAL);
 	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE + 1, 0, NULL), EINVAL);
-	ASSERT_EQ(set_present_errno(fd, 0, 0, 0, NULL), EINVAL);			/* empty */
-	ASSERT_EQ(set_present_errno(fd, PAGE_SIZE, -PAGE_SIZE, 0, NULL), EINVAL);	/* overflow */
-	ASSERT_EQ(set_present_errno(fd, 0, TEST_SIZE + PAGE_SIZE, 0, NULL), EINVAL); /* beyond */
+	ASSERT_EQ(set_present_errno(fd, 0, 0, 0, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, PAGE_SIZE, -PAGE_SIZE, 0, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, TEST_SIZE + PAGE_SIZE, 0, NULL), EINVAL);
 	ASSERT_EQ(set_present_errno(fd, TEST_SIZE, PAGE_SIZE, 0, NULL), EINVAL);
-	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, BIT(5), NULL), EINVAL);	/* unknown flag */
+
+	/* Unknown or contradictory flags, a source without COPY, a bad one. */
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, BIT(5), NULL), EINVAL);
 	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_COPY |
-		       KVM_MEMORY_PRESENT_CLEAR, buf), EINVAL);
-	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, 0, buf), EINVAL);		/* src w/o COPY */
-	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_COPY, (void *)8), EFAULT);
+				    KVM_MEMORY_PRESENT_CLEAR, buf), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, 0, buf), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_COPY,
+				    (void *)8), EFAULT);
 	ASSERT_EQ(get_stats(fd).nr_present, 0);
 
 	/* Non-zero reserved fields. */
@@ -639,11 +642,11 @@ TEST(dedup_threads_and_helper)
 	kvm_vm_free(vm);
 }
 
-static atomic_int *usr1_count;
+static int *usr1_count;
 
-static void usr1_handler(int sig)
+static void usr1_handler(int signum)
 {
-	atomic_fetch_add(usr1_count, 1);
+	__atomic_fetch_add(usr1_count, 1, __ATOMIC_SEQ_CST);
 }
 
 /*
@@ -671,11 +674,11 @@ TEST(helper_signals)
 	ASSERT_EQ(ev.offset, PAGE_SIZE);
 	ASSERT_EQ(ev.pid, waiter);
 
-	for (i = 0; i < 100 && !atomic_load(usr1_count); i++) {
+	for (i = 0; i < 100 && !__atomic_load_n(usr1_count, __ATOMIC_SEQ_CST); i++) {
 		kill(waiter, SIGUSR1);
 		usleep(20000);
 	}
-	ASSERT_GE(atomic_load(usr1_count), 1);
+	ASSERT_GE(__atomic_load_n(usr1_count, __ATOMIC_SEQ_CST), 1);
 	ASSERT_EQ(waitpid(waiter, &status, WNOHANG), 0);
 
 	victim = fork();
