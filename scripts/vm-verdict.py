@@ -89,6 +89,28 @@ def excerpt(lines, lo, hi, limit, out, indent="    | "):
         out.append(indent + l)
 
 
+FAILURE_LINE = re.compile(r"^not ok |Test Assertion Failure|^#\s+FAIL |timeout|unkillable|" + REPORT_RE.pattern)
+
+
+def test_excerpt(lines, lo, hi, out, indent="    | "):
+    """A failed test's output: its first lines, the context of each failing
+    TAP case / assertion / kernel report, and its last lines."""
+    hi = min(hi, len(lines))
+    if hi - lo <= 80:
+        excerpt(lines, lo, hi, 80, out, indent)
+        return
+    keep = set(range(lo, lo + 3)) | set(range(hi - 12, hi))
+    hits = [i for i in range(lo, hi) if FAILURE_LINE.search(lines[i])]
+    for i in hits[:6]:
+        keep |= set(range(max(lo, i - 15), min(hi, i + 25)))
+    prev = None
+    for i in sorted(keep):
+        if prev is not None and i != prev + 1:
+            out.append(indent + "[... %d lines ...]" % (i - prev - 1))
+        out.append(indent + lines[i])
+        prev = i
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--log")
@@ -167,6 +189,10 @@ def main():
             note = "timed out (rc=%s)" % e["rc"]
         elif v == "FAIL":
             note = "rc=%s" % e["rc"]
+            if e["start"] is not None:
+                bad = [l[len("not ok "):].strip() for l in lines[e["start"]:e["end"]] if l.startswith("not ok ")]
+                if bad:
+                    note += "; not ok: " + ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
         if v in ("FAIL", "TIMEOUT") and e["verdict"] in ("FAIL", "TIMEOUT") and t in known and not own:
             v, note = "XFAIL", "known TCG failure: " + (known[t] or "see configs/tcg-known-failures.txt")
         if own:
@@ -186,7 +212,7 @@ def main():
             out.append("--- %s: %s" % (t, note))
             if e["start"] is not None:
                 hi = (e["end"] + 1) if e["end"] is not None else len(lines)
-                excerpt(lines, e["start"], hi, 60, out)
+                test_excerpt(lines, e["start"], hi, out)
             if own and (e["start"] is None or own[0][0] < e["start"]):
                 excerpt(lines, own[0][0] - 2, own[0][0] + 40, 42, out)
 
@@ -208,8 +234,11 @@ def main():
             why = "the guest stopped before the END line (qemu rc=%d)" % a.qemu_rc
         verdicts.append(("vm", "FAIL", "no END line: " + why))
         nfail += 1
-        out.append("--- vm: no END line, %s; last lines of the log:" % why)
-        excerpt(lines, len(lines) - 40, len(lines), 40, out)
+        if loose and loose[0][0] + 50 >= len(lines):
+            out.append("--- vm: no END line, %s (log tail above)" % why)
+        else:
+            out.append("--- vm: no END line, %s; last lines of the log:" % why)
+            excerpt(lines, len(lines) - 40, len(lines), 40, out)
 
     for l in out:
         print(l)
