@@ -30,6 +30,7 @@
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 #include <linux/wait.h>
+#include <trace/events/kvm.h>
 
 #include "guest_memfd.h"
 
@@ -52,6 +53,8 @@ enum {
 };
 
 struct kvm_gmem_presence {
+	/* For tracepoints: which guest_memfd. */
+	unsigned long ino;
 	pgoff_t nr_pages;
 	/* One bit per page: contents valid, accesses pass the gate. */
 	unsigned long *present;
@@ -103,9 +106,9 @@ static wait_queue_head_t *gmem_waitq(struct kvm_gmem_presence *p, pgoff_t index)
 	return &p->page_wq[index & (KVM_GMEM_PRESENCE_NR_WAITQ - 1)];
 }
 
-struct kvm_gmem_presence *kvm_gmem_presence_create(loff_t size)
+struct kvm_gmem_presence *kvm_gmem_presence_create(struct inode *inode)
 {
-	pgoff_t nr_pages = size >> PAGE_SHIFT;
+	pgoff_t nr_pages = i_size_read(inode) >> PAGE_SHIFT;
 	size_t bytes = BITS_TO_LONGS(nr_pages) * sizeof(long);
 	struct kvm_gmem_presence *p;
 	int i;
@@ -128,6 +131,7 @@ struct kvm_gmem_presence *kvm_gmem_presence_create(loff_t size)
 		return ERR_PTR(-ENOMEM);
 	}
 
+	p->ino = inode->i_ino;
 	p->nr_pages = nr_pages;
 	spin_lock_init(&p->event_lock);
 	INIT_LIST_HEAD(&p->events);
@@ -188,6 +192,7 @@ static int gmem_wake_fn(wait_queue_entry_t *wait, unsigned int mode, int sync,
 		return 0;
 
 	gmem_stat_add(w->p, GMEM_STAT_WAKEUPS, 1);
+	trace_kvm_gmem_presence_wake(w->p->ino, w->index);
 	return autoremove_wake_function(wait, mode, sync, NULL);
 }
 
@@ -280,8 +285,11 @@ static int gmem_notify(struct kvm_gmem_presence *p, pgoff_t index, u32 access,
 
 	gmem_stat_add(p, GMEM_STAT_FAULTS, 1);
 	if (test_bit(index, p->notified) ||
-	    test_and_set_bit(index, p->notified))
+	    test_and_set_bit(index, p->notified)) {
+		trace_kvm_gmem_presence_fault(p->ino, index, access, origin,
+					      false);
 		return 0;
+	}
 
 	rec = kmalloc_obj(*rec, GFP_KERNEL_ACCOUNT);
 	if (!rec) {
@@ -301,6 +309,7 @@ static int gmem_notify(struct kvm_gmem_presence *p, pgoff_t index, u32 access,
 	spin_unlock(&p->event_lock);
 
 	gmem_stat_add(p, GMEM_STAT_NOTIFICATIONS, 1);
+	trace_kvm_gmem_presence_fault(p->ino, index, access, origin, true);
 	wake_up_poll(&p->event_wq, EPOLLIN | EPOLLRDNORM);
 	return 0;
 }
@@ -341,6 +350,7 @@ static int gmem_wait_once(struct kvm_gmem_presence *p, pgoff_t index,
 			r = -EINTR;
 		} else {
 			gmem_stat_add(p, GMEM_STAT_WAITS, 1);
+			trace_kvm_gmem_presence_wait(p->ino, index);
 			schedule();
 			if (!kvm_gmem_presence_test(p, index) &&
 			    signal_pending_state(state, current))
@@ -459,6 +469,7 @@ vm_fault_t kvm_gmem_presence_fault(struct vm_fault *vmf,
 	release_fault_lock(vmf);
 	if (!signal_pending_state(state, current)) {
 		gmem_stat_add(p, GMEM_STAT_WAITS, 1);
+		trace_kvm_gmem_presence_wait(p->ino, index);
 		schedule();
 	}
 	finish_wait(wq, &w.wait);
@@ -482,6 +493,7 @@ int kvm_gmem_presence_vcpu_fault(struct kvm_vcpu *vcpu, struct inode *inode,
 	unsigned long gen = READ_ONCE(p->gen);
 	int r;
 
+	++vcpu->stat.generic.gmem_presence_faults;
 	r = gmem_notify(p, index, access, KVM_GMEM_ORIGIN_VCPU, vcpu->vcpu_id);
 	if (r)
 		return r;
@@ -523,6 +535,8 @@ int kvm_gmem_vcpu_wait(struct kvm_vcpu *vcpu, int r)
 	struct kvm_gmem_presence *p = kvm_gmem_presence(inode);
 
 	vcpu->gmem_wait.inode = NULL;
+	if (r > 0)
+		++vcpu->stat.generic.gmem_presence_waits;
 	if (r > 0 && gmem_wait_once(p, vcpu->gmem_wait.index,
 				    vcpu->gmem_wait.gen, TASK_INTERRUPTIBLE)) {
 		kvm_handle_signal_exit(vcpu);
@@ -640,6 +654,7 @@ static int gmem_set_range(struct inode *inode, struct kvm_gmem_presence *p,
 	}
 	filemap_invalidate_unlock_shared(inode->i_mapping);
 
+	trace_kvm_gmem_presence_set(p->ino, start, i, args->flags);
 	args->done = (u64)i << PAGE_SHIFT;
 	return r;
 }
@@ -684,6 +699,7 @@ static int gmem_clear_range(struct inode *inode, struct kvm_gmem_presence *p,
 	gmem_zap_user_mappings(inode->i_mapping, start, end);
 	filemap_invalidate_unlock(inode->i_mapping);
 
+	trace_kvm_gmem_presence_set(p->ino, start, end - start, args->flags);
 	args->done = args->size;
 	return 0;
 }

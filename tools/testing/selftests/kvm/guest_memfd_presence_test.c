@@ -364,6 +364,48 @@ TEST(bitmap_and_rearm)
 	kvm_vm_free(vm);
 }
 
+static void count_signal(int signum)
+{
+}
+
+/* A large range is interrupted by signals and resumed from .done. */
+TEST(large_range_progress)
+{
+	struct itimerval it = {
+		.it_interval = { .tv_usec = 2000 },
+		.it_value = { .tv_usec = 2000 },
+	};
+	struct kvm_vm *vm = vm_create_barebones();
+	const u64 size = 4ull << 30;
+	u64 offset = 0, done;
+	int fd, r, interrupted = 0;
+
+	fd = vm_create_guest_memfd(vm, size, GUEST_MEMFD_FLAG_PRESENCE);
+	signal(SIGALRM, count_signal);
+	setitimer(ITIMER_REAL, &it, NULL);
+	while (offset < size) {
+		r = __set_present(fd, offset, size - offset, 0, NULL, &done);
+		if (r) {
+			ASSERT_EQ(errno, EINTR);
+			ASSERT_LT(done, size - offset);
+			ASSERT_EQ(done % PAGE_SIZE, 0);
+			interrupted++;
+		} else {
+			ASSERT_EQ(done, size - offset);
+		}
+		offset += done;
+	}
+	it = (struct itimerval){ 0 };
+	setitimer(ITIMER_REAL, &it, NULL);
+
+	TH_LOG("%d interruptions while marking %llu pages", interrupted,
+	       size / PAGE_SIZE);
+	ASSERT_GT(interrupted, 0);
+	ASSERT_EQ(get_stats(fd).nr_present, size / PAGE_SIZE);
+	close(fd);
+	kvm_vm_free(vm);
+}
+
 /* EXIT policy: each page exits once per access, and notifies once. */
 TEST(exit_policy)
 {
@@ -398,6 +440,8 @@ TEST(exit_policy)
 	assert_done(t.vcpu);
 	ASSERT_EQ(get_stats(t.gmem).notifications, TEST_NPAGES);
 	ASSERT_EQ(get_stats(t.gmem).nr_present, TEST_NPAGES);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_presence_faults), 2 * TEST_NPAGES);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_presence_waits), 0);
 
 	close(nfd);
 	kvm_vm_free(t.vm);
@@ -481,6 +525,7 @@ TEST(wait_policy)
 	pthread_join(th, NULL);
 	ASSERT_EQ(pop.count, TEST_NPAGES);
 	ASSERT_EQ(get_stats(t.gmem).notifications, TEST_NPAGES);
+	ASSERT_GE(vcpu_get_stat(t.vcpu, gmem_presence_faults), TEST_NPAGES);
 
 	close(pop.nfd);
 	kvm_vm_free(t.vm);
