@@ -111,6 +111,22 @@ def test_excerpt(lines, lo, hi, out, indent="    | "):
         prev = i
 
 
+PROGRESS_RE = re.compile(r"^=== KST: (START|RESULT|END|kmemleak: scanned|.*(timeout|unkillable|not in the initramfs|kst\.crash))")
+
+
+def follow(verbose):
+    """Line by line, as the guest prints them."""
+    for raw in sys.stdin.buffer:
+        l = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if verbose:
+            print(l, flush=True)
+        elif PROGRESS_RE.match(l):
+            print("  vm: " + l[len("=== KST: "):], flush=True)
+        elif not KMSG_RE.match(l) and not OWN_LINE.match(l) and REPORT_RE.search(l):
+            print("  vm! " + l, flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--log")
@@ -118,13 +134,12 @@ def main():
     ap.add_argument("--known", default="", help="configs/tcg-known-failures.txt")
     ap.add_argument("--qemu-rc", type=int, default=0)
     ap.add_argument("--hard-timeout", default="", help="seconds; set when the VM was killed by it")
-    ap.add_argument("--awk-regex", action="store_true", help="print the report patterns as an awk ERE and exit")
+    ap.add_argument("--follow", action="store_true",
+                    help="live view: copy the serial console from stdin, keeping progress lines and kernel reports")
+    ap.add_argument("--verbose", action="store_true", help="with --follow: everything")
     a = ap.parse_args()
-    if a.awk_regex:
-        print("|".join("(%s)" % p for p in REPORT_PATTERNS)
-              .replace("\\b", "").replace("\\d", "[0-9]").replace("/", "\\/"))
-        return 0
-
+    if a.follow:
+        return follow(a.verbose)
     with open(a.log, "rb") as f:
         raw = f.read().decode("utf-8", "replace")
     lines = [l.rstrip("\r") for l in raw.split("\n")]
