@@ -62,7 +62,7 @@ struct kvm_gmem_presence {
 	unsigned long *notified;
 
 	/* Bumped by kvm_gmem_presence_wake_all(): waiters must re-evaluate. */
-	unsigned long gen;
+	atomic_long_t gen;
 	/* Set when the guest_memfd file is released: no more faults to come. */
 	bool closed;
 
@@ -232,7 +232,7 @@ void kvm_gmem_presence_wake_all(struct kvm_gmem_presence *p)
 {
 	int i;
 
-	WRITE_ONCE(p->gen, p->gen + 1);
+	atomic_long_inc(&p->gen);
 	for (i = 0; i < KVM_GMEM_PRESENCE_NR_WAITQ; i++)
 		gmem_wake_queue(&p->page_wq[i], NULL);
 }
@@ -253,6 +253,25 @@ void kvm_gmem_presence_close(struct kvm_gmem_presence *p)
 	kvm_gmem_presence_wake_all(p);
 }
 
+/*
+ * Clear bits [@start, @end) atomically: faults set bits in the same words
+ * without any lock.  Indices are 64-bit, unlike bitmap_clear()'s.
+ */
+static void gmem_bitmap_clear(unsigned long *map, pgoff_t start, pgoff_t end)
+{
+	while (start < end) {
+		unsigned long mask = BITMAP_FIRST_WORD_MASK(start);
+		pgoff_t word = BIT_WORD(start);
+
+		if (end < (word + 1) * BITS_PER_LONG)
+			mask &= BITMAP_LAST_WORD_MASK(end);
+		atomic_long_andnot(mask, (atomic_long_t *)&map[word]);
+		start = (word + 1) * BITS_PER_LONG;
+		if (!(word % 4096))
+			cond_resched();
+	}
+}
+
 /**
  * kvm_gmem_presence_rearm() - mark a range not present again
  * @p: presence state
@@ -261,14 +280,22 @@ void kvm_gmem_presence_close(struct kvm_gmem_presence *p)
  *
  * The caller holds the invalidate lock and is inside an invalidation of the
  * range, so in-flight vCPU faults that passed the gate will be retried.
+ * Clearing a page that isn't present starts a new not-present period too.
  * The notified bits go first: an access that sees the page not present can
  * then always raise a record for the new period.
  */
 void kvm_gmem_presence_rearm(struct kvm_gmem_presence *p, pgoff_t start,
 			     pgoff_t end)
 {
-	bitmap_clear(p->notified, start, end - start);
-	bitmap_clear(p->present, start, end - start);
+	/* Punching a hole may reach past the end of the file. */
+	end = min(end, p->nr_pages);
+	if (start >= end)
+		return;
+
+	gmem_bitmap_clear(p->notified, start, end);
+	/* A fault that sees the page not present must find notified clear. */
+	smp_mb__after_atomic();
+	gmem_bitmap_clear(p->present, start, end);
 	/* Order the clears before anything the caller zaps afterwards. */
 	smp_mb();
 	gmem_stat_add(p, GMEM_STAT_CLEARED, end - start);
@@ -317,8 +344,8 @@ static int gmem_notify(struct kvm_gmem_presence *p, pgoff_t index, u32 access,
 static bool gmem_must_wait(struct kvm_gmem_presence *p, pgoff_t index,
 			   unsigned long gen)
 {
-	return !kvm_gmem_presence_test(p, index) && READ_ONCE(p->gen) == gen &&
-	       !READ_ONCE(p->closed);
+	return !kvm_gmem_presence_test(p, index) &&
+	       atomic_long_read(&p->gen) == gen && !READ_ONCE(p->closed);
 }
 
 static void gmem_init_waiter(struct kvm_gmem_presence_waiter *w,
@@ -407,7 +434,7 @@ static vm_fault_t gmem_fault_wait_locked(struct vm_fault *vmf,
 	unsigned long gen;
 
 	for (;;) {
-		gen = READ_ONCE(p->gen);
+		gen = atomic_long_read(&p->gen);
 		/* A punched page is a new period: it may need a new record. */
 		if (gmem_notify_mmap(vmf, p))
 			return VM_FAULT_OOM;
@@ -446,7 +473,7 @@ vm_fault_t kvm_gmem_presence_fault(struct vm_fault *vmf,
 	if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY))
 		return gmem_fault_wait_locked(vmf, p);
 
-	gen = READ_ONCE(p->gen);
+	gen = atomic_long_read(&p->gen);
 	if (gmem_notify_mmap(vmf, p))
 		return VM_FAULT_OOM;
 
@@ -490,7 +517,7 @@ int kvm_gmem_presence_vcpu_fault(struct kvm_vcpu *vcpu, struct inode *inode,
 				 pgoff_t index, u32 access)
 {
 	struct kvm_gmem_presence *p = kvm_gmem_presence(inode);
-	unsigned long gen = READ_ONCE(p->gen);
+	unsigned long gen = atomic_long_read(&p->gen);
 	int r;
 
 	++vcpu->stat.generic.gmem_presence_faults;
@@ -546,8 +573,11 @@ int kvm_gmem_vcpu_wait(struct kvm_vcpu *vcpu, int r)
 	return r;
 }
 
-u32 kvm_gmem_presence_policies(void)
+u32 kvm_gmem_presence_policies(struct kvm *kvm)
 {
+	if (!kvm_arch_supports_gmem_presence(kvm))
+		return 0;
+
 	return BIT(KVM_GMEM_PRESENCE_EXIT) | BIT(KVM_GMEM_PRESENCE_WAIT);
 }
 
@@ -557,7 +587,7 @@ int kvm_gmem_presence_set_policy(struct kvm *kvm, struct kvm_enable_cap *cap)
 
 	if (cap->flags || cap->args[1] || cap->args[2] || cap->args[3])
 		return -EINVAL;
-	if (policy >= 32 || !(kvm_gmem_presence_policies() & BIT(policy)))
+	if (policy >= 32 || !(kvm_gmem_presence_policies(kvm) & BIT(policy)))
 		return -EINVAL;
 
 	WRITE_ONCE(kvm->gmem_presence_policy, policy);
@@ -597,6 +627,10 @@ static int gmem_copy_page(struct inode *inode, struct kvm_gmem_presence *p,
 		/* Like UFFDIO_COPY: never overwrite what the guest may use. */
 		if (kvm_gmem_presence_test(p, index)) {
 			r = -EEXIST;
+			break;
+		}
+		if (folio_test_hwpoison(folio)) {
+			r = -EHWPOISON;
 			break;
 		}
 
@@ -926,9 +960,10 @@ static long gmem_ioctl_stats(struct file *file, void __user *argp,
 		.pages_cleared = atomic64_read(&p->stats[GMEM_STAT_CLEARED]),
 	};
 
-	if (copy_to_user(argp, &st, min_t(size_t, usize, sizeof(st))))
-		return -EFAULT;
-	return 0;
+	bool truncated;
+
+	/* An older, shorter struct simply sees fewer counters. */
+	return copy_struct_to_user(argp, usize, &st, sizeof(st), &truncated);
 }
 
 /*

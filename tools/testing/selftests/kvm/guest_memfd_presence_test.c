@@ -355,10 +355,19 @@ TEST(bitmap_and_rearm)
 	ASSERT_EQ(get_stats(fd).nr_pages, big / PAGE_SIZE);
 
 	clear_present(fd, PAGE_SIZE, PAGE_SIZE);
+	/* Clearing what isn't present is allowed too. */
+	clear_present(fd, 5 * PAGE_SIZE, 2 * PAGE_SIZE);
 	bm.offset = 0;
 	bm.size = 64 * PAGE_SIZE;
 	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), 0);
 	ASSERT_EQ(bitmap[0], 0x5);
+
+	/* Punching a hole re-arms, and may reach past the end of the file. */
+	ASSERT_EQ(fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+			    big - PAGE_SIZE, 64 * PAGE_SIZE), 0);
+	ASSERT_EQ(fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+			    big, 1ull << 40), 0);
+	ASSERT_EQ(get_stats(fd).nr_present, 3);
 
 	close(fd);
 	kvm_vm_free(vm);
@@ -642,6 +651,53 @@ static void *thread_read(void *arg)
 	int gmem = (int)(long)arg;
 
 	return (void *)(long)helper_read(gmem, 0);
+}
+
+/* Several readers share the records: each gets distinct ones, none lost. */
+TEST(several_readers)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_gmem_presence_event ev;
+	u64 seen[2] = { 0 };
+	int gmem, nfd[2], i, status;
+	pid_t pid;
+
+	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+	nfd[0] = notify_fd(gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+	nfd[1] = notify_fd(gmem, KVM_GMEM_NOTIFY_NONBLOCK | KVM_GMEM_NOTIFY_CLOEXEC);
+	ASSERT_GE(nfd[1], 0);
+	ASSERT_EQ(fcntl(nfd[1], F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+
+	/* One helper per page, each blocks on its own page. */
+	for (i = 0; i < TEST_NPAGES; i++) {
+		pid = fork();
+		if (!pid)
+			_exit(helper_read(gmem, i));
+	}
+	for (i = 0; i < TEST_NPAGES; i++) {
+		int r = i % 2;
+
+		ASSERT_TRUE(read_event(nfd[r], &ev, 20000));
+		ASSERT_EQ(ev.offset % PAGE_SIZE, 0);
+		ASSERT_FALSE(seen[0] & BIT(ev.offset / PAGE_SIZE));
+		seen[0] |= BIT(ev.offset / PAGE_SIZE);
+		seen[1]++;
+	}
+	ASSERT_EQ(seen[0], BIT(TEST_NPAGES) - 1);
+	ASSERT_FALSE(read_event(nfd[0], &ev, 100));
+	ASSERT_FALSE(read_event(nfd[1], &ev, 0));
+
+	for (i = 0; i < TEST_NPAGES; i++)
+		copy_in_page(gmem, i);
+	for (i = 0; i < TEST_NPAGES; i++) {
+		ASSERT_GT(wait(&status), 0);
+		ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+
+	close(nfd[0]);
+	close(nfd[1]);
+	close(gmem);
+	kvm_vm_free(vm);
 }
 
 /* Many threads and a forked helper on one page: exactly one record. */
