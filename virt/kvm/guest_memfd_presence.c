@@ -503,21 +503,115 @@ vm_fault_t kvm_gmem_presence_fault(struct vm_fault *vmf,
 	return VM_FAULT_RETRY;
 }
 
+#ifdef CONFIG_KVM_ASYNC_PF
+static int gmem_async_wake_fn(wait_queue_entry_t *wait, unsigned int mode,
+			      int sync, void *arg)
+{
+	struct kvm_gmem_async *ga = container_of(wait, struct kvm_gmem_async,
+						 wait);
+	struct kvm_gmem_presence_key *key = arg;
+
+	if (key && (ga->index < key->start || ga->index >= key->end))
+		return 0;
+
+	list_del_init(&wait->entry);
+	gmem_stat_add(kvm_gmem_presence(ga->inode), GMEM_STAT_WAKEUPS, 1);
+	trace_kvm_gmem_presence_wake(ga->inode->i_ino, ga->index);
+	kvm_async_pf_gmem_ready(ga);
+	return 1;
+}
+
+/**
+ * kvm_gmem_presence_async_arm() - complete an async #PF when a page is in
+ * @ga: the guest_memfd part of the async #PF
+ * @inode: the guest_memfd inode, referenced until the async #PF is freed
+ * @index: the page
+ * @gen: the generation sampled before the page was found not present
+ *
+ * The entry goes on the page's wait queue like a sleeping task would, then
+ * the page is tested again: if it turned present (or the ground moved) in the
+ * meantime, the wakeup is issued here, so it can't be lost.
+ */
+void kvm_gmem_presence_async_arm(struct kvm_gmem_async *ga,
+				 struct inode *inode, pgoff_t index,
+				 unsigned long gen)
+{
+	struct kvm_gmem_presence *p = kvm_gmem_presence(inode);
+	struct kvm_gmem_presence_key key = { .start = index, .end = index + 1 };
+	wait_queue_head_t *wq = gmem_waitq(p, index);
+
+	ihold(inode);
+	ga->inode = inode;
+	ga->index = index;
+	init_waitqueue_func_entry(&ga->wait, gmem_async_wake_fn);
+	INIT_LIST_HEAD(&ga->wait.entry);
+	add_wait_queue(wq, &ga->wait);
+
+	/* Pairs with the barrier in wq_has_sleeper() on the setter's side. */
+	smp_mb();
+	if (!gmem_must_wait(p, index, gen))
+		__wake_up(wq, TASK_NORMAL, 0, &key);
+}
+
+/**
+ * kvm_gmem_presence_async_disarm() - take a pending async #PF off its page
+ * @ga: the guest_memfd part of the async #PF
+ *
+ * Return: true if it was still waiting; false if a wakeup completed it
+ * already, i.e. it is on its vCPU's done list.
+ */
+bool kvm_gmem_presence_async_disarm(struct kvm_gmem_async *ga)
+{
+	struct kvm_gmem_presence *p = kvm_gmem_presence(ga->inode);
+	wait_queue_head_t *wq = gmem_waitq(p, ga->index);
+	unsigned long flags;
+	bool queued;
+
+	spin_lock_irqsave(&wq->lock, flags);
+	queued = !list_empty(&ga->wait.entry);
+	if (queued)
+		list_del_init(&ga->wait.entry);
+	spin_unlock_irqrestore(&wq->lock, flags);
+	return queued;
+}
+#endif /* CONFIG_KVM_ASYNC_PF */
+
+/* Try an async #PF; false if the fallback policy must handle the fault. */
+static bool gmem_vcpu_async(struct kvm_vcpu *vcpu, struct inode *inode,
+			    pgoff_t index, unsigned long gen, gpa_t cr2_or_gpa,
+			    struct kvm_arch_async_pf *apf)
+{
+#ifdef CONFIG_KVM_ASYNC_PF
+	if (apf && kvm_setup_async_pf_gmem(vcpu, cr2_or_gpa, apf, inode, index,
+					   gen))
+		return true;
+	if (apf)
+		trace_kvm_gmem_async_fallback(cr2_or_gpa,
+					      KVM_GMEM_APF_FALLBACK_QUEUE_FULL);
+#endif
+	++vcpu->stat.generic.gmem_async_fallbacks;
+	return false;
+}
+
 /**
  * kvm_gmem_presence_vcpu_fault() - a vCPU faulted on a not-present page
  * @vcpu: the vCPU
  * @inode: the guest_memfd inode
  * @index: page index in the guest_memfd
  * @access: KVM_GMEM_ACCESS_* of the fault
+ * @cr2_or_gpa: the faulting address, for an async #PF
+ * @apf: the arch's async #PF data if one can be injected now, else NULL
  *
- * Return: 0 to retry the fault (a wait may be armed), -EFAULT to exit to
- * userspace, -ENOMEM if the record couldn't be queued.
+ * Return: 0 to retry the fault (a wait or an async #PF may be armed),
+ * -EFAULT to exit to userspace, -ENOMEM if the record couldn't be queued.
  */
 int kvm_gmem_presence_vcpu_fault(struct kvm_vcpu *vcpu, struct inode *inode,
-				 pgoff_t index, u32 access)
+				 pgoff_t index, u32 access, gpa_t cr2_or_gpa,
+				 struct kvm_arch_async_pf *apf)
 {
 	struct kvm_gmem_presence *p = kvm_gmem_presence(inode);
 	unsigned long gen = atomic_long_read(&p->gen);
+	u8 policy;
 	int r;
 
 	++vcpu->stat.generic.gmem_presence_faults;
@@ -529,7 +623,14 @@ int kvm_gmem_presence_vcpu_fault(struct kvm_vcpu *vcpu, struct inode *inode,
 	if (kvm_gmem_presence_test(p, index))
 		return 0;
 
-	if (READ_ONCE(vcpu->kvm->gmem_presence_policy) != KVM_GMEM_PRESENCE_WAIT)
+	policy = READ_ONCE(vcpu->kvm->gmem_presence_policy);
+	if (policy == KVM_GMEM_PRESENCE_ASYNC) {
+		if (gmem_vcpu_async(vcpu, inode, index, gen, cr2_or_gpa, apf))
+			return 0;
+		policy = READ_ONCE(vcpu->kvm->gmem_presence_fallback);
+	}
+
+	if (policy != KVM_GMEM_PRESENCE_WAIT)
 		return -EFAULT;
 
 	/*
@@ -575,21 +676,32 @@ int kvm_gmem_vcpu_wait(struct kvm_vcpu *vcpu, int r)
 
 u32 kvm_gmem_presence_policies(struct kvm *kvm)
 {
+	u32 policies = BIT(KVM_GMEM_PRESENCE_EXIT) | BIT(KVM_GMEM_PRESENCE_WAIT);
+
 	if (!kvm_arch_supports_gmem_presence(kvm))
 		return 0;
-
-	return BIT(KVM_GMEM_PRESENCE_EXIT) | BIT(KVM_GMEM_PRESENCE_WAIT);
+	if (IS_ENABLED(CONFIG_KVM_ASYNC_PF))
+		policies |= BIT(KVM_GMEM_PRESENCE_ASYNC);
+	return policies;
 }
 
+/*
+ * args[0] is the policy; with ASYNC, args[1] is the fallback (EXIT or WAIT)
+ * for faults that can't take an async #PF.
+ */
 int kvm_gmem_presence_set_policy(struct kvm *kvm, struct kvm_enable_cap *cap)
 {
-	u64 policy = cap->args[0];
+	u64 policy = cap->args[0], fallback = cap->args[1];
 
-	if (cap->flags || cap->args[1] || cap->args[2] || cap->args[3])
+	if (cap->flags || cap->args[2] || cap->args[3])
 		return -EINVAL;
 	if (policy >= 32 || !(kvm_gmem_presence_policies(kvm) & BIT(policy)))
 		return -EINVAL;
+	if (policy == KVM_GMEM_PRESENCE_ASYNC ?
+	    fallback > KVM_GMEM_PRESENCE_WAIT : fallback)
+		return -EINVAL;
 
+	WRITE_ONCE(kvm->gmem_presence_fallback, fallback);
 	WRITE_ONCE(kvm->gmem_presence_policy, policy);
 	return 0;
 }

@@ -192,7 +192,8 @@ TEST(capabilities)
 	int fd;
 
 	ASSERT_EQ(kvm_check_cap(KVM_CAP_GUEST_MEMFD_PRESENCE),
-		  BIT(KVM_GMEM_PRESENCE_EXIT) | BIT(KVM_GMEM_PRESENCE_WAIT));
+		  BIT(KVM_GMEM_PRESENCE_EXIT) | BIT(KVM_GMEM_PRESENCE_WAIT) |
+		  BIT(KVM_GMEM_PRESENCE_ASYNC));
 	ASSERT_TRUE(vm_check_cap(vm, KVM_CAP_GUEST_MEMFD_FLAGS) &
 		    GUEST_MEMFD_FLAG_PRESENCE);
 
@@ -311,6 +312,13 @@ TEST(invalid_inputs)
 
 		ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
 		ASSERT_EQ(errno, EINVAL);
+		/* ASYNC takes EXIT or WAIT as its fallback, nothing else. */
+		cap.args[0] = KVM_GMEM_PRESENCE_ASYNC;
+		cap.args[1] = KVM_GMEM_PRESENCE_ASYNC;
+		ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
+		ASSERT_EQ(errno, EINVAL);
+		cap.args[1] = KVM_GMEM_PRESENCE_WAIT;
+		ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
 	}
 
 	close(plain);

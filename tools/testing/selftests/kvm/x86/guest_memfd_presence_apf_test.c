@@ -1,0 +1,455 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Asynchronous page faults on not-present guest_memfd pages.
+ *
+ * The guest speaks the paravirtual async #PF protocol (data area, page-ready
+ * interrupt, acknowledging MSR).  Task A touches a missing page; on "page
+ * not present" the #PF handler switches to task B, which counts its progress
+ * with interrupts on, until "page ready" arrives with the same token; then A
+ * retries and must read the populated bytes.
+ */
+#include <pthread.h>
+#include <poll.h>
+#include <sys/mman.h>
+
+#include <linux/kvm.h>
+#include <linux/kvm_para.h>
+#include <linux/sizes.h>
+
+#include "apic.h"
+#include "kvm_util.h"
+#include "processor.h"
+#include "test_util.h"
+#include "kselftest_harness.h"
+
+#define TEST_GPA	SZ_4G
+#define TEST_SLOT	1
+#define TEST_SIZE	PAGE_SIZE
+#define APF_VECTOR	0xe0
+#define PATTERN		0x0123456789abcdefull
+
+#define APF_EN_FULL	(KVM_ASYNC_PF_ENABLED | KVM_ASYNC_PF_DELIVERY_AS_INT | \
+			 KVM_ASYNC_PF_SEND_ALWAYS)
+
+/* Guest state, read back with sync_global_from_guest(). */
+static struct kvm_vcpu_pv_apf_data apf_data __aligned(64);
+static u32 np_token, ready_token;
+static u64 nr_not_present, nr_ready, nr_broadcast, progress_b;
+/* Knobs, set with sync_global_to_guest(). */
+static u64 sync_every;
+static bool touch_again, disable_in_handler;
+
+static void guest_pf_handler(struct ex_regs *regs)
+{
+	u32 flags = READ_ONCE(apf_data.flags);
+	u32 token = get_cr2();
+
+	WRITE_ONCE(apf_data.flags, 0);
+	GUEST_ASSERT_EQ(flags, KVM_PV_REASON_PAGE_NOT_PRESENT);
+	nr_not_present++;
+	WRITE_ONCE(np_token, token);
+
+	/* Task B runs with interrupts on, so "page ready" can arrive. */
+	sti();
+	if (disable_in_handler) {
+		wrmsr(MSR_KVM_ASYNC_PF_EN, 0);
+		cli();
+		return;
+	}
+	if (touch_again)
+		GUEST_ASSERT_EQ(READ_ONCE(*(u64 *)TEST_GPA), PATTERN);
+
+	while (READ_ONCE(ready_token) != token) {
+		progress_b++;
+		if (sync_every && !(progress_b % sync_every))
+			GUEST_SYNC(progress_b);
+	}
+	cli();
+}
+
+static void guest_apf_isr(struct ex_regs *regs)
+{
+	u32 token = READ_ONCE(apf_data.token);
+
+	if (token == ~0u) {
+		nr_broadcast++;
+	} else {
+		nr_ready++;
+		WRITE_ONCE(ready_token, token);
+	}
+	WRITE_ONCE(apf_data.token, 0);
+	wrmsr(MSR_KVM_ASYNC_PF_ACK, 1);
+	x2apic_write_reg(APIC_EOI, 0);
+}
+
+/* Task A. */
+static void guest_code(u64 apf_gpa, u64 en_flags, u64 irqs_off)
+{
+	x2apic_enable();
+	if (en_flags) {
+		wrmsr(MSR_KVM_ASYNC_PF_INT, APF_VECTOR);
+		wrmsr(MSR_KVM_ASYNC_PF_EN, apf_gpa | en_flags);
+	}
+	sti_nop();
+	GUEST_SYNC(0);
+
+	if (irqs_off)
+		cli();
+	GUEST_ASSERT_EQ(READ_ONCE(*(u64 *)TEST_GPA), PATTERN);
+	GUEST_DONE();
+}
+
+struct apf_vm {
+	struct kvm_vm *vm;
+	struct kvm_vcpu *vcpu;
+	int gmem;
+	int nfd;
+};
+
+static void set_policy(struct kvm_vm *vm, u64 policy, u64 fallback)
+{
+	struct kvm_enable_cap cap = {
+		.cap = KVM_CAP_GUEST_MEMFD_PRESENCE,
+		.args = { policy, fallback },
+	};
+
+	vm_ioctl(vm, KVM_ENABLE_CAP, &cap);
+}
+
+static void apf_vm_create(struct apf_vm *t, u64 en_flags, bool irqs_off,
+			  u64 policy, u64 fallback)
+{
+	struct kvm_gmem_notify_fd nf = { .flags = KVM_GMEM_NOTIFY_NONBLOCK };
+
+	t->vm = vm_create_with_one_vcpu(&t->vcpu, guest_code);
+	vm_install_exception_handler(t->vm, PF_VECTOR, guest_pf_handler);
+	vm_install_exception_handler(t->vm, APF_VECTOR, guest_apf_isr);
+
+	t->gmem = vm_create_guest_memfd(t->vm, TEST_SIZE,
+					GUEST_MEMFD_FLAG_MMAP |
+					GUEST_MEMFD_FLAG_INIT_SHARED |
+					GUEST_MEMFD_FLAG_PRESENCE);
+	vm_set_user_memory_region2(t->vm, TEST_SLOT, KVM_MEM_GUEST_MEMFD,
+				   TEST_GPA, TEST_SIZE, NULL, t->gmem, 0);
+	virt_map(t->vm, TEST_GPA, TEST_GPA, 1);
+	vcpu_args_set(t->vcpu, 3, addr_gva2gpa(t->vm, (gva_t)&apf_data),
+		      en_flags, irqs_off);
+	set_policy(t->vm, policy, fallback);
+	t->nfd = ioctl(t->gmem, KVM_GMEM_GET_NOTIFY_FD, &nf);
+	TEST_ASSERT(t->nfd >= 0, "KVM_GMEM_GET_NOTIFY_FD");
+}
+
+static void apf_vm_free(struct apf_vm *t)
+{
+	close(t->nfd);
+	kvm_vm_free(t->vm);
+	if (t->gmem >= 0)
+		close(t->gmem);
+}
+
+static u64 run_until_sync(struct kvm_vcpu *vcpu)
+{
+	struct ucall uc;
+
+	vcpu_run(vcpu);
+	switch (get_ucall(vcpu, &uc)) {
+	case UCALL_SYNC:
+		return uc.args[1];
+	case UCALL_ABORT:
+		REPORT_GUEST_ASSERT(uc);
+	default:
+		TEST_FAIL("unexpected exit %s", exit_reason_str(vcpu->run->exit_reason));
+	}
+	return 0;
+}
+
+static void assert_done(struct kvm_vcpu *vcpu)
+{
+	struct ucall uc;
+
+	switch (get_ucall(vcpu, &uc)) {
+	case UCALL_DONE:
+		return;
+	case UCALL_ABORT:
+		REPORT_GUEST_ASSERT(uc);
+	default:
+		TEST_FAIL("unexpected exit %s", exit_reason_str(vcpu->run->exit_reason));
+	}
+}
+
+static void populate(int gmem)
+{
+	u64 *buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
+	struct kvm_memory_present args = {
+		.size = PAGE_SIZE,
+		.flags = KVM_MEMORY_PRESENT_COPY,
+		.src = (u64)buf,
+	};
+	int i;
+
+	for (i = 0; i < PAGE_SIZE / 8; i++)
+		buf[i] = PATTERN;
+	TEST_ASSERT(!ioctl(gmem, KVM_SET_MEMORY_PRESENT, &args),
+		    "KVM_SET_MEMORY_PRESENT");
+	free(buf);
+}
+
+static bool wait_record(int nfd, int ms)
+{
+	struct kvm_gmem_presence_event ev;
+	struct pollfd pfd = { .fd = nfd, .events = POLLIN };
+
+	if (poll(&pfd, 1, ms) <= 0)
+		return false;
+	TEST_ASSERT(read(nfd, &ev, sizeof(ev)) == sizeof(ev), "read record");
+	TEST_ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_VCPU);
+	TEST_ASSERT_EQ(ev.offset, 0);
+	return true;
+}
+
+static u64 get_stats_notifications(int gmem)
+{
+	struct kvm_gmem_presence_stats st;
+
+	TEST_ASSERT(!ioctl(gmem, KVM_GMEM_PRESENCE_STATS, &st), "stats");
+	return st.notifications;
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct kvm_vcpu *vcpu = arg;
+	long r = __vcpu_run(vcpu);
+
+	return (void *)(r ? (long)-errno : 0);
+}
+
+/* Populate @ms after the record arrives; return task B's progress. */
+static u64 run_with_missing_page(struct apf_vm *t, int ms)
+{
+	pthread_t th;
+	void *ret;
+
+	pthread_create(&th, NULL, vcpu_thread, t->vcpu);
+	TEST_ASSERT(wait_record(t->nfd, 20000), "no record");
+	usleep(ms * 1000);
+	populate(t->gmem);
+	pthread_join(th, &ret);
+	TEST_ASSERT_EQ((long)ret, 0);
+	assert_done(t->vcpu);
+	sync_global_from_guest(t->vm, progress_b);
+	return progress_b;
+}
+
+/* Inject-and-continue: one "not present", one "page ready", same token. */
+TEST(async_inject_and_continue)
+{
+	struct apf_vm t;
+
+	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	run_until_sync(t.vcpu);
+	run_with_missing_page(&t, 200);
+
+	sync_global_from_guest(t.vm, nr_not_present);
+	sync_global_from_guest(t.vm, nr_ready);
+	sync_global_from_guest(t.vm, np_token);
+	sync_global_from_guest(t.vm, ready_token);
+	ASSERT_EQ(nr_not_present, 1);
+	ASSERT_EQ(nr_ready, 1);
+	ASSERT_EQ(np_token, ready_token);
+	ASSERT_GT(progress_b, 0);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 0);
+	ASSERT_FALSE(wait_record(t.nfd, 0));
+	apf_vm_free(&t);
+}
+
+/* The guest never enabled async #PF: the fallback (EXIT) applies. */
+TEST(fallback_guest_disabled)
+{
+	struct apf_vm t;
+	int r;
+
+	apf_vm_create(&t, 0, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	run_until_sync(t.vcpu);
+	r = __vcpu_run(t.vcpu);
+	ASSERT_EQ(r, -1);
+	ASSERT_EQ(errno, EFAULT);
+	ASSERT_EQ(t.vcpu->run->exit_reason, KVM_EXIT_MEMORY_FAULT);
+	ASSERT_EQ(t.vcpu->run->memory_fault.flags,
+		  KVM_MEMORY_EXIT_FLAG_NOT_PRESENT);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
+	ASSERT_TRUE(wait_record(t.nfd, 0));
+	populate(t.gmem);
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+	apf_vm_free(&t);
+}
+
+static void *populate_later(void *arg)
+{
+	struct apf_vm *t = arg;
+
+	TEST_ASSERT(wait_record(t->nfd, 20000), "no record");
+	usleep(100000);
+	populate(t->gmem);
+	return NULL;
+}
+
+/* Interrupts off: no async #PF can be injected; the WAIT fallback sleeps. */
+TEST(fallback_irqs_blocked)
+{
+	pthread_t th;
+	struct apf_vm t;
+
+	apf_vm_create(&t, APF_EN_FULL, true, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_WAIT);
+	run_until_sync(t.vcpu);
+	pthread_create(&th, NULL, populate_later, &t);
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+	pthread_join(th, NULL);
+
+	sync_global_from_guest(t.vm, nr_not_present);
+	ASSERT_EQ(nr_not_present, 0);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 0);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_presence_waits), 1);
+	apf_vm_free(&t);
+}
+
+/* CPL0 without SEND_ALWAYS: "APF halt" until the page is ready. */
+TEST(cpl0_halts)
+{
+	pthread_t th;
+	struct apf_vm t;
+
+	apf_vm_create(&t, KVM_ASYNC_PF_ENABLED | KVM_ASYNC_PF_DELIVERY_AS_INT,
+		      false, KVM_GMEM_PRESENCE_ASYNC, KVM_GMEM_PRESENCE_EXIT);
+	run_until_sync(t.vcpu);
+	pthread_create(&th, NULL, populate_later, &t);
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+	pthread_join(th, NULL);
+
+	sync_global_from_guest(t.vm, nr_not_present);
+	ASSERT_EQ(nr_not_present, 0);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_halted), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 1);
+	apf_vm_free(&t);
+}
+
+/* Touching a page already reported missing halts until it is ready. */
+TEST(repeated_fault_halts)
+{
+	struct apf_vm t;
+
+	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	touch_again = true;
+	sync_global_to_guest(t.vm, touch_again);
+	run_until_sync(t.vcpu);
+	run_with_missing_page(&t, 100);
+
+	sync_global_from_guest(t.vm, nr_not_present);
+	sync_global_from_guest(t.vm, nr_ready);
+	ASSERT_EQ(nr_not_present, 1);
+	ASSERT_EQ(nr_ready, 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 1);
+	ASSERT_EQ(get_stats_notifications(t.gmem), 1);
+	apf_vm_free(&t);
+}
+
+/* The guest disables async #PF with one pending: dropped, then EXIT. */
+TEST(teardown_msr_disable)
+{
+	struct apf_vm t;
+	int r;
+
+	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	disable_in_handler = true;
+	sync_global_to_guest(t.vm, disable_in_handler);
+	run_until_sync(t.vcpu);
+	r = __vcpu_run(t.vcpu);
+	ASSERT_EQ(r, -1);
+	ASSERT_EQ(errno, EFAULT);
+	ASSERT_EQ(t.vcpu->run->memory_fault.flags,
+		  KVM_MEMORY_EXIT_FLAG_NOT_PRESENT);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 0);
+
+	populate(t.gmem);
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+	apf_vm_free(&t);
+}
+
+/* Closing the guest_memfd completes a pending item; the retry fails cleanly. */
+TEST(teardown_close_gmem)
+{
+	struct apf_vm t;
+	pthread_t th;
+	void *ret;
+
+	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	run_until_sync(t.vcpu);
+	pthread_create(&th, NULL, vcpu_thread, t.vcpu);
+	ASSERT_TRUE(wait_record(t.nfd, 20000));
+	usleep(100000);
+	close(t.gmem);
+	t.gmem = -1;
+	pthread_join(th, &ret);
+	ASSERT_EQ((long)ret, -EFAULT);
+	ASSERT_EQ(t.vcpu->run->exit_reason, KVM_EXIT_MEMORY_FAULT);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 1);
+	apf_vm_free(&t);
+}
+
+/* Destroying the vCPU with an item pending frees it (kmemleak checks). */
+TEST(teardown_destroy_pending)
+{
+	struct apf_vm t;
+
+	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	sync_every = 1000;
+	sync_global_to_guest(t.vm, sync_every);
+	run_until_sync(t.vcpu);
+	/* Task B reports from inside the #PF handler: the item is pending. */
+	ASSERT_GT(run_until_sync(t.vcpu), 0);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 1);
+	apf_vm_free(&t);
+}
+
+/*
+ * Figure, not a timed assertion: task B's progress while A's page is missing
+ * for a fixed interval, ASYNC against WAIT (where the whole vCPU sleeps).
+ */
+TEST(progress_figure)
+{
+	const int ms = 300;
+	u64 async_b, wait_b;
+	struct apf_vm t;
+
+	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	run_until_sync(t.vcpu);
+	async_b = run_with_missing_page(&t, ms);
+	apf_vm_free(&t);
+
+	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_WAIT, 0);
+	run_until_sync(t.vcpu);
+	wait_b = run_with_missing_page(&t, ms);
+	apf_vm_free(&t);
+
+	TH_LOG("FIGURE task B progress, page missing %d ms: ASYNC %llu WAIT %llu ratio %llu",
+	       ms, async_b, wait_b, async_b / (wait_b ? wait_b : 1));
+	ASSERT_GT(async_b, 0);
+}
+
+TEST_HARNESS_MAIN
