@@ -10,7 +10,7 @@
 #   make clean        out/ and userspace build   make distclean   + cached trees/builds
 #
 # Variables (command line or environment): FLAVOR (debug), TESTS, APPEND,
-# KST_TIMEOUT (per test, 300 s), TIMEOUT (whole VM, 1800 s), VERBOSE=1,
+# KST_TIMEOUT (per test, 300 s), TIMEOUT (whole VM, 1800 s), VERBOSE=1|2,
 # XDG_CACHE_HOME / CACHE (cache root, default ~/.cache/gmem-presence).
 
 # `make vm-test SHELL=1` would otherwise make "1" the recipe shell.

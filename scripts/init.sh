@@ -11,6 +11,7 @@
 #                          "name:arg1:arg2" passes arguments (':' becomes ' ')
 #   kst.timeout=SECS       per-test timeout (default 300); SIGTERM, then SIGKILL
 #   kst.shell=1            interactive shell after the tests (exit it to power off)
+#   kst.kmemleak=0         skip the final kmemleak scans (~15 s with the debug kernel)
 #   kst.crash=panic|hang|warn|fail   self-test of the failure detection:
 #                          panic: /init exits -> "Kernel panic - not syncing: Attempted to kill init"
 #                          hang:  never finishes (the host's hard timeout must catch it)
@@ -34,12 +35,14 @@ TESTS=""
 TIMEOUT=300
 SHELL_AT_END=0
 CRASH=""
+LEAKCHECK=1
 for a in $(cat /proc/cmdline); do
 	case "$a" in
 	kst.tests=*) TESTS=$(echo "${a#kst.tests=}" | tr ',' ' ') ;;
 	kst.timeout=*) TIMEOUT=${a#kst.timeout=} ;;
 	kst.shell=1) SHELL_AT_END=1 ;;
 	kst.crash=*) CRASH=${a#kst.crash=} ;;
+	kst.kmemleak=0) LEAKCHECK=0 ;;
 	esac
 done
 [ -z "$TESTS" ] && TESTS=$(cat /kvm/TESTS)
@@ -54,7 +57,8 @@ done
 [ -r /sys/module/kvm/parameters/tdp_mmu ] && echo -n "kvm.tdp_mmu=$(cat /sys/module/kvm/parameters/tdp_mmu)"
 echo
 KMEMLEAK=/sys/kernel/debug/kmemleak
-[ -e $KMEMLEAK ] && say "kmemleak: on" || say "kmemleak: off"
+[ -e $KMEMLEAK ] || LEAKCHECK=0
+say "kmemleak: $([ $LEAKCHECK = 1 ] && echo 'scan after the tests' || echo off)"
 say "tests: $TESTS (timeout ${TIMEOUT}s each)"
 # The boot log goes out once, attributed to "boot"; each test's kernel
 # messages are then printed after it.
@@ -128,7 +132,7 @@ for t in $TESTS; do
 	summary="$summary $t=$r"
 done
 
-if [ -e $KMEMLEAK ] && [ $((pass + fail + skip)) -gt 0 ]; then
+if [ $LEAKCHECK = 1 ] && [ $((pass + fail + skip)) -gt 0 ]; then
 	# Objects younger than ~5 s are never reported, and a leak shows up only
 	# once it has been unreferenced across scans: pause, scan, pause, scan.
 	s=$(up)

@@ -11,7 +11,8 @@
 #   APPEND="..."      extra kernel command line (e.g. kst.crash=panic, kvm_amd.npt=0)
 #   INTERACTIVE=1     boot to a shell after the tests (kst.shell=1), console on this
 #                     terminal; quit QEMU with Ctrl-A X.  No verdict.
-#   VERBOSE=1         show the whole serial console (default: test progress + reports)
+#   VERBOSE=1|2       live view: 1 = also the tests' own output, 2 = the whole serial
+#                     console (default: progress lines + kernel reports)
 #   LOG=file          serial log                       default $OUT/logs/vm-<date>.log
 #   QEMU, CPU (max), MEM (2G), SMP (2,sockets=2,cores=1,threads=1)
 # Exit status 0 iff every test passed (or skipped / known TCG failure) and the
@@ -68,7 +69,7 @@ log "booting $(basename "$KERNEL") ($FLAVOR), tests: $(echo $expected), log: $LO
 t0=$(now)
 # Live view: our progress lines and anything that looks like a kernel report.
 follow=(python3 -u "$TOP/scripts/vm-verdict.py" --follow)
-[ "${VERBOSE:-0}" = 1 ] && follow+=(--verbose)
+follow+=(--verbose "${VERBOSE:-0}")
 timeout "$TIMEOUT" "$QEMU" "${QARGS[@]}" -serial stdio -monitor none < /dev/null 2>&1 \
 	| tee "$LOG" | "${follow[@]}"
 qrc=${PIPESTATUS[0]}

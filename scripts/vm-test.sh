@@ -49,10 +49,8 @@ TESTS="$BUILD_TESTS" "$TOP/scripts/mk-initramfs.sh" || fail_early "initramfs"
 case $MODE in
 shell)
 	TESTS="$RUN_TESTS" INTERACTIVE=1 exec "$TOP/scripts/run-vm.sh" ;;
-demo)
-	VERBOSE=1 TESTS="$RUN_TESTS" "$TOP/scripts/run-vm.sh"
-	rc=$? ;;
 *)
+	[ "$MODE" = demo ] && export VERBOSE=${VERBOSE:-1}
 	res=$(mktemp)
 	TESTS="$RUN_TESTS" "$TOP/scripts/run-vm.sh" | tee "$res"
 	rc=${PIPESTATUS[0]}

@@ -115,10 +115,16 @@ PROGRESS_RE = re.compile(r"^=== KST: (START|RESULT|END|kmemleak: scanned|.*(time
 
 
 def follow(verbose):
-    """Line by line, as the guest prints them."""
+    """Line by line, as the guest prints them.  verbose 0: progress lines and
+    kernel reports; 1: also each test's own output; 2: the whole console."""
+    in_test = False
     for raw in sys.stdin.buffer:
         l = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if verbose:
+        if START_RE.match(l):
+            in_test = True
+        elif RESULT_RE.match(l):
+            in_test = False
+        if verbose >= 2 or (verbose == 1 and in_test and not OWN_LINE.match(l)):
             print(l, flush=True)
         elif PROGRESS_RE.match(l):
             print("  vm: " + l[len("=== KST: "):], flush=True)
@@ -136,7 +142,7 @@ def main():
     ap.add_argument("--hard-timeout", default="", help="seconds; set when the VM was killed by it")
     ap.add_argument("--follow", action="store_true",
                     help="live view: copy the serial console from stdin, keeping progress lines and kernel reports")
-    ap.add_argument("--verbose", action="store_true", help="with --follow: everything")
+    ap.add_argument("--verbose", type=int, default=0, help="with --follow: 1 = test output too, 2 = everything")
     a = ap.parse_args()
     if a.follow:
         return follow(a.verbose)
