@@ -116,27 +116,49 @@ static void set_policy(struct kvm_vm *vm, u64 policy, u64 fallback)
 	vm_ioctl(vm, KVM_ENABLE_CAP, &cap);
 }
 
-static void apf_vm_create(struct apf_vm *t, u64 en_flags, bool irqs_off,
-			  u64 policy, u64 fallback)
+static void __apf_vm_create(struct apf_vm *t, u64 en_flags, bool irqs_off,
+			    u64 policy, u64 fallback, bool private)
 {
+	const struct vm_shape protected_shape = {
+		.mode = VM_MODE_DEFAULT,
+		.type = KVM_X86_SW_PROTECTED_VM,
+	};
 	struct kvm_gmem_notify_fd nf = { .flags = KVM_GMEM_NOTIFY_NONBLOCK };
 
-	t->vm = vm_create_with_one_vcpu(&t->vcpu, guest_code);
+	t->vm = vm_create_shape_with_one_vcpu(private ? protected_shape :
+					      VM_SHAPE_DEFAULT, &t->vcpu,
+					      guest_code);
 	vm_install_exception_handler(t->vm, PF_VECTOR, guest_pf_handler);
 	vm_install_exception_handler(t->vm, APF_VECTOR, guest_apf_isr);
 
-	t->gmem = vm_create_guest_memfd(t->vm, TEST_SIZE,
-					GUEST_MEMFD_FLAG_MMAP |
-					GUEST_MEMFD_FLAG_INIT_SHARED |
-					GUEST_MEMFD_FLAG_PRESENCE);
-	vm_set_user_memory_region2(t->vm, TEST_SLOT, KVM_MEM_GUEST_MEMFD,
-				   TEST_GPA, TEST_SIZE, NULL, t->gmem, 0);
+	if (private) {
+		/* Private memory: no mmap, shared half from anonymous memory. */
+		t->gmem = vm_create_guest_memfd(t->vm, TEST_SIZE,
+						GUEST_MEMFD_FLAG_PRESENCE);
+		vm_mem_add(t->vm, VM_MEM_SRC_ANONYMOUS, TEST_GPA, TEST_SLOT, 1,
+			   KVM_MEM_GUEST_MEMFD, t->gmem, 0);
+		vm_mem_set_private(t->vm, TEST_GPA, TEST_SIZE);
+	} else {
+		t->gmem = vm_create_guest_memfd(t->vm, TEST_SIZE,
+						GUEST_MEMFD_FLAG_MMAP |
+						GUEST_MEMFD_FLAG_INIT_SHARED |
+						GUEST_MEMFD_FLAG_PRESENCE);
+		vm_set_user_memory_region2(t->vm, TEST_SLOT,
+					   KVM_MEM_GUEST_MEMFD, TEST_GPA,
+					   TEST_SIZE, NULL, t->gmem, 0);
+	}
 	virt_map(t->vm, TEST_GPA, TEST_GPA, 1);
 	vcpu_args_set(t->vcpu, 3, addr_gva2gpa(t->vm, (gva_t)&apf_data),
 		      en_flags, irqs_off);
 	set_policy(t->vm, policy, fallback);
 	t->nfd = ioctl(t->gmem, KVM_GMEM_GET_NOTIFY_FD, &nf);
 	TEST_ASSERT(t->nfd >= 0, "KVM_GMEM_GET_NOTIFY_FD");
+}
+
+static void apf_vm_create(struct apf_vm *t, u64 en_flags, bool irqs_off,
+			  u64 policy, u64 fallback)
+{
+	__apf_vm_create(t, en_flags, irqs_off, policy, fallback, false);
 }
 
 static void apf_vm_free(struct apf_vm *t)
@@ -262,6 +284,27 @@ TEST(async_inject_and_continue)
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 1);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 0);
 	ASSERT_FALSE(wait_record(t.nfd, 0));
+	apf_vm_free(&t);
+}
+
+/* Private memory of a SW-protected VM takes the async path too, no WARN. */
+TEST(async_private_memory)
+{
+	struct apf_vm t;
+
+	if (!(kvm_check_cap(KVM_CAP_VM_TYPES) & BIT(KVM_X86_SW_PROTECTED_VM)))
+		SKIP(return, "KVM_X86_SW_PROTECTED_VM not supported");
+
+	__apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+			KVM_GMEM_PRESENCE_EXIT, true);
+	run_until_sync(t.vcpu);
+	run_with_missing_page(&t, 100);
+
+	sync_global_from_guest(t.vm, nr_not_present);
+	sync_global_from_guest(t.vm, nr_ready);
+	ASSERT_EQ(nr_not_present, 1);
+	ASSERT_EQ(nr_ready, 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 1);
 	apf_vm_free(&t);
 }
 
