@@ -7,6 +7,7 @@
 #   make vm-test      kernel + selftests + initramfs + boot + run   [TESTS="a b"]
 #   make shell        boot the VM to a shell (tests in /kvm; Ctrl-A X quits)
 #   make kernel       [FLAVOR=debug|release]    make selftests    make deps
+#   make check-series every prefix of patches/ builds (own tree, ~3 min a patch)
 #   make clean        out/ and userspace build   make distclean   + cached trees/builds
 #
 # Variables (command line or environment): FLAVOR (debug), TESTS, APPEND,
@@ -23,7 +24,7 @@ FLAVOR ?= debug
 export FLAVOR
 S := scripts
 
-.PHONY: all userspace deps kernel selftests initramfs vm-test check demo shell clean distclean
+.PHONY: all userspace deps kernel selftests initramfs vm-test check check-series demo shell clean distclean
 
 all: userspace
 
@@ -56,6 +57,10 @@ endif
 
 check:
 	@$(S)/check.sh
+
+# Every prefix of the patch series builds, without compiler warnings.
+check-series: deps
+	@$(S)/check-series.sh
 
 demo: deps
 	@echo "demo: boots the test VM and runs guest_memfd_presence_test."

@@ -9,7 +9,8 @@ set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 SRC=${SRC:?}
 TREE=${TREE:?}
-PATCHES=$(ls "$TOP"/patches/*.patch 2>/dev/null | sort || true)
+# PATCHES (a list of files) overrides the series, e.g. to build a prefix of it.
+PATCHES=${PATCHES:-$(ls "$TOP"/patches/*.patch 2>/dev/null | sort || true)}
 # Our new files, by kernel path.
 OVERLAY=$(cd "$TOP" && for d in virt include arch tools Documentation; do
 	if [ -d "$d" ]; then find "$d" -type f; fi; done | sort)

@@ -19,12 +19,14 @@
 #include "apic.h"
 #include "kvm_util.h"
 #include "processor.h"
+#include "svm_util.h"
 #include "test_util.h"
 #include "kselftest_harness.h"
 
 #define TEST_GPA	SZ_4G
 #define TEST_SLOT	1
-#define TEST_SIZE	PAGE_SIZE
+/* One more page than x86's ASYNC_PF_PER_VCPU, the per-vCPU queue length. */
+#define QF_PAGES	(64 + 1)
 #define APF_VECTOR	0xe0
 #define PATTERN		0x0123456789abcdefull
 
@@ -99,6 +101,68 @@ static void guest_code(u64 apf_gpa, u64 en_flags, u64 irqs_off)
 	GUEST_DONE();
 }
 
+/*
+ * Queue full: touch QF_PAGES missing pages in turn.  The #PF handler is not
+ * installed, so each "page not present" is swallowed by kvm_asm_safe() and
+ * the loop goes on to the next page, leaving the async #PF pending.  The
+ * last page finds the queue full and takes the fallback (EXIT); after
+ * userspace has populated everything, the access is retried and every
+ * pending fault must complete with "page ready".
+ */
+static void guest_queue_full(u64 apf_gpa, u64 en_flags, u64 unused)
+{
+	u64 i;
+	u8 vec;
+
+	x2apic_enable();
+	wrmsr(MSR_KVM_ASYNC_PF_INT, APF_VECTOR);
+	wrmsr(MSR_KVM_ASYNC_PF_EN, apf_gpa | en_flags);
+	sti_nop();
+	GUEST_SYNC(0);
+
+	for (i = 0; i < QF_PAGES; i++) {
+		vec = kvm_asm_safe("cmpb $0, (%[p])",
+				   [p] "r"(TEST_GPA + i * PAGE_SIZE));
+		if (vec == PF_VECTOR) {
+			GUEST_ASSERT_EQ(READ_ONCE(apf_data.flags),
+					KVM_PV_REASON_PAGE_NOT_PRESENT);
+			WRITE_ONCE(apf_data.flags, 0);
+			nr_not_present++;
+		} else {
+			GUEST_ASSERT_EQ(vec, 0);
+		}
+	}
+	while (READ_ONCE(nr_ready) < nr_not_present)
+		cpu_relax();
+	GUEST_DONE();
+}
+
+static u64 l2_value;
+
+static void l2_touch(void)
+{
+	WRITE_ONCE(l2_value, READ_ONCE(*(u64 *)TEST_GPA));
+	asm volatile("vmmcall");
+}
+
+/* Nested: L2 touches the missing page; L1 has async #PF enabled. */
+static void guest_nested(u64 apf_gpa, u64 en_flags, u64 svm_gva)
+{
+	struct svm_test_data *svm = (struct svm_test_data *)svm_gva;
+
+	x2apic_enable();
+	wrmsr(MSR_KVM_ASYNC_PF_INT, APF_VECTOR);
+	wrmsr(MSR_KVM_ASYNC_PF_EN, apf_gpa | en_flags);
+	sti_nop();
+	GUEST_SYNC(0);
+
+	generic_svm_setup(svm, l2_touch);
+	run_guest(svm->vmcb, svm->vmcb_gpa);
+	GUEST_ASSERT_EQ(svm->vmcb->control.exit_code, SVM_EXIT_VMMCALL);
+	GUEST_ASSERT_EQ(READ_ONCE(l2_value), PATTERN);
+	GUEST_DONE();
+}
+
 struct apf_vm {
 	struct kvm_vm *vm;
 	struct kvm_vcpu *vcpu;
@@ -116,9 +180,11 @@ static void set_policy(struct kvm_vm *vm, u64 policy, u64 fallback)
 	vm_ioctl(vm, KVM_ENABLE_CAP, &cap);
 }
 
-static void __apf_vm_create(struct apf_vm *t, u64 en_flags, bool irqs_off,
-			    u64 policy, u64 fallback, bool private)
+static void __apf_vm_create(struct apf_vm *t, void *guest, int npages,
+			    u64 en_flags, u64 arg2, u64 policy, u64 fallback,
+			    bool private)
 {
+	const u64 size = npages * PAGE_SIZE;
 	const struct vm_shape protected_shape = {
 		.mode = VM_MODE_DEFAULT,
 		.type = KVM_X86_SW_PROTECTED_VM,
@@ -127,29 +193,29 @@ static void __apf_vm_create(struct apf_vm *t, u64 en_flags, bool irqs_off,
 
 	t->vm = vm_create_shape_with_one_vcpu(private ? protected_shape :
 					      VM_SHAPE_DEFAULT, &t->vcpu,
-					      guest_code);
+					      guest);
 	vm_install_exception_handler(t->vm, PF_VECTOR, guest_pf_handler);
 	vm_install_exception_handler(t->vm, APF_VECTOR, guest_apf_isr);
 
 	if (private) {
 		/* Private memory: no mmap, shared half from anonymous memory. */
-		t->gmem = vm_create_guest_memfd(t->vm, TEST_SIZE,
+		t->gmem = vm_create_guest_memfd(t->vm, size,
 						GUEST_MEMFD_FLAG_PRESENCE);
-		vm_mem_add(t->vm, VM_MEM_SRC_ANONYMOUS, TEST_GPA, TEST_SLOT, 1,
-			   KVM_MEM_GUEST_MEMFD, t->gmem, 0);
-		vm_mem_set_private(t->vm, TEST_GPA, TEST_SIZE);
+		vm_mem_add(t->vm, VM_MEM_SRC_ANONYMOUS, TEST_GPA, TEST_SLOT,
+			   npages, KVM_MEM_GUEST_MEMFD, t->gmem, 0);
+		vm_mem_set_private(t->vm, TEST_GPA, size);
 	} else {
-		t->gmem = vm_create_guest_memfd(t->vm, TEST_SIZE,
+		t->gmem = vm_create_guest_memfd(t->vm, size,
 						GUEST_MEMFD_FLAG_MMAP |
 						GUEST_MEMFD_FLAG_INIT_SHARED |
 						GUEST_MEMFD_FLAG_PRESENCE);
 		vm_set_user_memory_region2(t->vm, TEST_SLOT,
 					   KVM_MEM_GUEST_MEMFD, TEST_GPA,
-					   TEST_SIZE, NULL, t->gmem, 0);
+					   size, NULL, t->gmem, 0);
 	}
-	virt_map(t->vm, TEST_GPA, TEST_GPA, 1);
+	virt_map(t->vm, TEST_GPA, TEST_GPA, npages);
 	vcpu_args_set(t->vcpu, 3, addr_gva2gpa(t->vm, (gva_t)&apf_data),
-		      en_flags, irqs_off);
+		      en_flags, arg2);
 	set_policy(t->vm, policy, fallback);
 	t->nfd = ioctl(t->gmem, KVM_GMEM_GET_NOTIFY_FD, &nf);
 	TEST_ASSERT(t->nfd >= 0, "KVM_GMEM_GET_NOTIFY_FD");
@@ -158,7 +224,8 @@ static void __apf_vm_create(struct apf_vm *t, u64 en_flags, bool irqs_off,
 static void apf_vm_create(struct apf_vm *t, u64 en_flags, bool irqs_off,
 			  u64 policy, u64 fallback)
 {
-	__apf_vm_create(t, en_flags, irqs_off, policy, fallback, false);
+	__apf_vm_create(t, guest_code, 1, en_flags, irqs_off, policy,
+			fallback, false);
 }
 
 static void apf_vm_free(struct apf_vm *t)
@@ -199,21 +266,27 @@ static void assert_done(struct kvm_vcpu *vcpu)
 	}
 }
 
-static void populate(int gmem)
+static void populate_pages(int gmem, int npages)
 {
-	u64 *buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
+	u64 *buf = aligned_alloc(PAGE_SIZE, npages * PAGE_SIZE);
 	struct kvm_memory_present args = {
-		.size = PAGE_SIZE,
+		.size = npages * PAGE_SIZE,
 		.flags = KVM_MEMORY_PRESENT_COPY,
 		.src = (u64)buf,
 	};
 	int i;
 
-	for (i = 0; i < PAGE_SIZE / 8; i++)
+	for (i = 0; i < npages * PAGE_SIZE / 8; i++)
 		buf[i] = PATTERN;
 	TEST_ASSERT(!ioctl(gmem, KVM_SET_MEMORY_PRESENT, &args),
 		    "KVM_SET_MEMORY_PRESENT");
+	TEST_ASSERT_EQ(args.done, npages * PAGE_SIZE);
 	free(buf);
+}
+
+static void populate(int gmem)
+{
+	populate_pages(gmem, 1);
 }
 
 static bool wait_record(int nfd, int ms)
@@ -227,6 +300,17 @@ static bool wait_record(int nfd, int ms)
 	TEST_ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_VCPU);
 	TEST_ASSERT_EQ(ev.offset, 0);
 	return true;
+}
+
+static void assert_not_present_exit(struct kvm_vcpu *vcpu, int r, u64 gpa)
+{
+	TEST_ASSERT_EQ(r, -1);
+	TEST_ASSERT_EQ(errno, EFAULT);
+	TEST_ASSERT_EQ(vcpu->run->exit_reason, KVM_EXIT_MEMORY_FAULT);
+	TEST_ASSERT_EQ(vcpu->run->memory_fault.flags,
+		       KVM_MEMORY_EXIT_FLAG_NOT_PRESENT);
+	TEST_ASSERT_EQ(vcpu->run->memory_fault.gpa, gpa);
+	TEST_ASSERT_EQ(vcpu->run->memory_fault.size, PAGE_SIZE);
 }
 
 static u64 get_stats_notifications(int gmem)
@@ -295,8 +379,8 @@ TEST(async_private_memory)
 	if (!(kvm_check_cap(KVM_CAP_VM_TYPES) & BIT(KVM_X86_SW_PROTECTED_VM)))
 		SKIP(return, "KVM_X86_SW_PROTECTED_VM not supported");
 
-	__apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
-			KVM_GMEM_PRESENCE_EXIT, true);
+	__apf_vm_create(&t, guest_code, 1, APF_EN_FULL, false,
+			KVM_GMEM_PRESENCE_ASYNC, KVM_GMEM_PRESENCE_EXIT, true);
 	run_until_sync(t.vcpu);
 	run_with_missing_page(&t, 100);
 
@@ -405,6 +489,107 @@ TEST(repeated_fault_halts)
 	apf_vm_free(&t);
 }
 
+/*
+ * The per-vCPU async #PF queue is full: the fault that finds it full takes
+ * the fallback (EXIT), and the pending ones still complete.
+ */
+TEST(fallback_queue_full)
+{
+	struct apf_vm t;
+
+	__apf_vm_create(&t, guest_queue_full, QF_PAGES, APF_EN_FULL, 0,
+			KVM_GMEM_PRESENCE_ASYNC, KVM_GMEM_PRESENCE_EXIT, false);
+	/* Let kvm_asm_safe() catch "page not present". */
+	vm_install_exception_handler(t.vm, PF_VECTOR, NULL);
+	run_until_sync(t.vcpu);
+
+	assert_not_present_exit(t.vcpu, __vcpu_run(t.vcpu),
+				TEST_GPA + (QF_PAGES - 1) * PAGE_SIZE);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), QF_PAGES - 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 0);
+	ASSERT_EQ(get_stats_notifications(t.gmem), QF_PAGES);
+
+	populate_pages(t.gmem, QF_PAGES);
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+	sync_global_from_guest(t.vm, nr_not_present);
+	sync_global_from_guest(t.vm, nr_ready);
+	ASSERT_EQ(nr_not_present, QF_PAGES - 1);
+	ASSERT_EQ(nr_ready, QF_PAGES - 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), QF_PAGES - 1);
+	ASSERT_EQ(get_stats_notifications(t.gmem), QF_PAGES);
+	apf_vm_free(&t);
+}
+
+/* A fault taken while the vCPU runs L2 gets the fallback (EXIT). */
+TEST(fallback_nested)
+{
+	struct apf_vm t;
+	gva_t svm_gva;
+
+	if (!kvm_cpu_has(X86_FEATURE_SVM))
+		SKIP(return, "nested SVM not available");
+
+	__apf_vm_create(&t, guest_nested, 1, APF_EN_FULL, 0,
+			KVM_GMEM_PRESENCE_ASYNC, KVM_GMEM_PRESENCE_EXIT, false);
+	vcpu_alloc_svm(t.vm, &svm_gva);
+	vcpu_args_set(t.vcpu, 3, addr_gva2gpa(t.vm, (gva_t)&apf_data),
+		      APF_EN_FULL, svm_gva);
+	run_until_sync(t.vcpu);
+
+	assert_not_present_exit(t.vcpu, __vcpu_run(t.vcpu), TEST_GPA);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 0);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
+	ASSERT_TRUE(wait_record(t.nfd, 0));
+
+	populate(t.gmem);
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+	sync_global_from_guest(t.vm, nr_not_present);
+	ASSERT_EQ(nr_not_present, 0);
+	apf_vm_free(&t);
+}
+
+/*
+ * Prefetching (KVM_PRE_FAULT_MEMORY) is not a guest access: no async #PF,
+ * no fallback, no record; it fails with ENOENT until the page is present.
+ */
+TEST(prefetch_not_async)
+{
+	struct kvm_pre_fault_memory range = {
+		.gpa = TEST_GPA,
+		.size = PAGE_SIZE,
+	};
+	struct apf_vm t;
+	int r;
+
+	if (!kvm_check_cap(KVM_CAP_PRE_FAULT_MEMORY))
+		SKIP(return, "KVM_PRE_FAULT_MEMORY not supported");
+
+	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_WAIT);
+	run_until_sync(t.vcpu);
+
+	r = __vcpu_ioctl(t.vcpu, KVM_PRE_FAULT_MEMORY, &range);
+	ASSERT_EQ(r, -1);
+	ASSERT_EQ(errno, ENOENT);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 0);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_halted), 0);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 0);
+	ASSERT_FALSE(wait_record(t.nfd, 0));
+	ASSERT_EQ(get_stats_notifications(t.gmem), 0);
+
+	populate(t.gmem);
+	vcpu_ioctl(t.vcpu, KVM_PRE_FAULT_MEMORY, &range);
+	ASSERT_EQ(range.size, 0);
+	vcpu_run(t.vcpu);
+	assert_done(t.vcpu);
+	sync_global_from_guest(t.vm, nr_not_present);
+	ASSERT_EQ(nr_not_present, 0);
+	apf_vm_free(&t);
+}
+
 /* The guest disables async #PF with one pending: dropped, then EXIT. */
 TEST(teardown_msr_disable)
 {
@@ -491,7 +676,8 @@ TEST(progress_figure)
 	apf_vm_free(&t);
 
 	TH_LOG("FIGURE task B progress, page missing %d ms: ASYNC %llu WAIT %llu ratio %llu",
-	       ms, async_b, wait_b, async_b / (wait_b ? wait_b : 1));
+	       ms, (unsigned long long)async_b, (unsigned long long)wait_b,
+	       (unsigned long long)(async_b / (wait_b ? wait_b : 1)));
 	ASSERT_GT(async_b, 0);
 }
 
