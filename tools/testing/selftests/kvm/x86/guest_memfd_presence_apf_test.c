@@ -8,10 +8,12 @@
  * with interrupts on, until "page ready" arrives with the same token; then A
  * retries and must read the populated bytes.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <poll.h>
 #include <sys/mman.h>
 
+#include <linux/falloc.h>
 #include <linux/kvm.h>
 #include <linux/kvm_para.h>
 #include <linux/sizes.h>
@@ -635,6 +637,42 @@ TEST(teardown_close_gmem)
 	ASSERT_EQ((long)ret, -EFAULT);
 	ASSERT_EQ(t.vcpu->run->exit_reason, KVM_EXIT_MEMORY_FAULT);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 1);
+	apf_vm_free(&t);
+}
+
+/*
+ * Punching a hole over a page with an async #PF pending completes it: the
+ * guest gets "page ready", retries, and the new not-present period is
+ * reported and faulted asynchronously again.
+ */
+TEST(teardown_punch_pending)
+{
+	struct apf_vm t;
+	pthread_t th;
+	void *ret;
+
+	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	run_until_sync(t.vcpu);
+	pthread_create(&th, NULL, vcpu_thread, t.vcpu);
+	ASSERT_TRUE(wait_record(t.nfd, 20000));
+	usleep(100000);
+	ASSERT_EQ(fallocate(t.gmem, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			    0, PAGE_SIZE), 0);
+	/* The retry starts a new period: a second record. */
+	ASSERT_TRUE(wait_record(t.nfd, 20000));
+	populate(t.gmem);
+	pthread_join(th, &ret);
+	ASSERT_EQ((long)ret, 0);
+	assert_done(t.vcpu);
+
+	sync_global_from_guest(t.vm, nr_not_present);
+	sync_global_from_guest(t.vm, nr_ready);
+	ASSERT_EQ(nr_not_present, 2);
+	ASSERT_EQ(nr_ready, 2);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 2);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 2);
+	ASSERT_EQ(get_stats_notifications(t.gmem), 2);
 	apf_vm_free(&t);
 }
 
