@@ -933,6 +933,39 @@ TEST(teardown_punch_hole)
 	kvm_vm_free(vm);
 }
 
+/*
+ * Closing the VM and vCPU fds while a helper sleeps on its mapping: the
+ * guest_memfd (and with it the VM, which it references) outlives them, so
+ * the helper keeps waiting, without SIGBUS, until the page is populated.
+ * Closing the guest_memfd last then destroys the VM with a bound memslot.
+ */
+TEST(teardown_vm_fd_first)
+{
+	struct kvm_gmem_presence_event ev;
+	int nfd, status;
+	struct pvm t;
+	pid_t pid;
+
+	pvm_create(&t, guest_read_pages, false);
+	nfd = notify_fd(t.gmem, 0);
+	pid = fork();
+	if (!pid)
+		_exit(helper_read(t.gmem, 0));
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_MMAP);
+
+	kvm_vm_free(t.vm);
+	usleep(100000);
+	ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0);
+
+	copy_in_page(t.gmem, 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(t.gmem);
+	ASSERT_EQ(read(nfd, &ev, sizeof(ev)), 0);
+	close(nfd);
+}
+
 /* Killing a process whose vCPU waits, or whose helper sleeps, is clean. */
 TEST(teardown_kill_waiting_vcpu)
 {

@@ -276,7 +276,7 @@ static void populate_pages(int gmem, int npages)
 		.flags = KVM_MEMORY_PRESENT_COPY,
 		.src = (u64)buf,
 	};
-	int i;
+	size_t i;
 
 	for (i = 0; i < npages * PAGE_SIZE / 8; i++)
 		buf[i] = PATTERN;
@@ -315,6 +315,16 @@ static void assert_not_present_exit(struct kvm_vcpu *vcpu, int r, u64 gpa)
 	TEST_ASSERT_EQ(vcpu->run->memory_fault.size, PAGE_SIZE);
 }
 
+/* @n "not present" and @n "page ready" seen by the guest, @n injected. */
+static void assert_async_counts(struct apf_vm *t, u64 n)
+{
+	sync_global_from_guest(t->vm, nr_not_present);
+	sync_global_from_guest(t->vm, nr_ready);
+	TEST_ASSERT_EQ(nr_not_present, n);
+	TEST_ASSERT_EQ(nr_ready, n);
+	TEST_ASSERT_EQ(vcpu_get_stat(t->vcpu, gmem_async_injected), n);
+}
+
 static u64 get_stats_notifications(int gmem)
 {
 	struct kvm_gmem_presence_stats st;
@@ -346,6 +356,20 @@ static u64 run_with_missing_page(struct apf_vm *t, int ms)
 	assert_done(t->vcpu);
 	sync_global_from_guest(t->vm, progress_b);
 	return progress_b;
+}
+
+/*
+ * ASYNC with EXIT as fallback; the vCPU runs in @th until task A's async #PF
+ * is pending and its record has been read.
+ */
+static void apf_vm_start_pending(struct apf_vm *t, pthread_t *th)
+{
+	apf_vm_create(t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	run_until_sync(t->vcpu);
+	pthread_create(th, NULL, vcpu_thread, t->vcpu);
+	TEST_ASSERT(wait_record(t->nfd, 20000), "no record");
+	usleep(100000);
 }
 
 /* Inject-and-continue: one "not present", one "page ready", same token. */
@@ -386,11 +410,7 @@ TEST(async_private_memory)
 	run_until_sync(t.vcpu);
 	run_with_missing_page(&t, 100);
 
-	sync_global_from_guest(t.vm, nr_not_present);
-	sync_global_from_guest(t.vm, nr_ready);
-	ASSERT_EQ(nr_not_present, 1);
-	ASSERT_EQ(nr_ready, 1);
-	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 1);
+	assert_async_counts(&t, 1);
 	apf_vm_free(&t);
 }
 
@@ -482,11 +502,7 @@ TEST(repeated_fault_halts)
 	run_until_sync(t.vcpu);
 	run_with_missing_page(&t, 100);
 
-	sync_global_from_guest(t.vm, nr_not_present);
-	sync_global_from_guest(t.vm, nr_ready);
-	ASSERT_EQ(nr_not_present, 1);
-	ASSERT_EQ(nr_ready, 1);
-	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 1);
+	assert_async_counts(&t, 1);
 	ASSERT_EQ(get_stats_notifications(t.gmem), 1);
 	apf_vm_free(&t);
 }
@@ -625,12 +641,7 @@ TEST(teardown_close_gmem)
 	pthread_t th;
 	void *ret;
 
-	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
-		      KVM_GMEM_PRESENCE_EXIT);
-	run_until_sync(t.vcpu);
-	pthread_create(&th, NULL, vcpu_thread, t.vcpu);
-	ASSERT_TRUE(wait_record(t.nfd, 20000));
-	usleep(100000);
+	apf_vm_start_pending(&t, &th);
 	close(t.gmem);
 	t.gmem = -1;
 	pthread_join(th, &ret);
@@ -651,12 +662,7 @@ TEST(teardown_punch_pending)
 	pthread_t th;
 	void *ret;
 
-	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
-		      KVM_GMEM_PRESENCE_EXIT);
-	run_until_sync(t.vcpu);
-	pthread_create(&th, NULL, vcpu_thread, t.vcpu);
-	ASSERT_TRUE(wait_record(t.nfd, 20000));
-	usleep(100000);
+	apf_vm_start_pending(&t, &th);
 	ASSERT_EQ(fallocate(t.gmem, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			    0, PAGE_SIZE), 0);
 	/* The retry starts a new period: a second record. */
@@ -666,11 +672,7 @@ TEST(teardown_punch_pending)
 	ASSERT_EQ((long)ret, 0);
 	assert_done(t.vcpu);
 
-	sync_global_from_guest(t.vm, nr_not_present);
-	sync_global_from_guest(t.vm, nr_ready);
-	ASSERT_EQ(nr_not_present, 2);
-	ASSERT_EQ(nr_ready, 2);
-	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 2);
+	assert_async_counts(&t, 2);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 2);
 	ASSERT_EQ(get_stats_notifications(t.gmem), 2);
 	apf_vm_free(&t);
