@@ -237,6 +237,21 @@ void kvm_gmem_presence_wake_all(struct kvm_gmem_presence *p)
 		gmem_wake_queue(&p->page_wq[i], NULL);
 }
 
+/*
+ * A waiter snapshots the generation and then only watches its page's bit.
+ * If the page was set and cleared again meanwhile, the wakeup for the set
+ * found nobody queued yet, and the bit it watches looks unchanged: moving
+ * the generation makes it look again and report the new period.  Waiters
+ * and pending async #PFs on the cleared pages are woken for the same
+ * reason; others that see the new generation only retry once.
+ */
+static void gmem_new_period(struct kvm_gmem_presence *p, pgoff_t start,
+			    pgoff_t end)
+{
+	atomic_long_inc(&p->gen);
+	gmem_wake_range(p, start, end);
+}
+
 /**
  * kvm_gmem_presence_close() - the guest_memfd file is being released
  * @p: presence state
@@ -311,18 +326,21 @@ static int gmem_notify(struct kvm_gmem_presence *p, pgoff_t index, u32 access,
 	struct kvm_gmem_presence_record *rec;
 
 	gmem_stat_add(p, GMEM_STAT_FAULTS, 1);
-	if (test_bit(index, p->notified) ||
-	    test_and_set_bit(index, p->notified)) {
-		trace_kvm_gmem_presence_fault(p->ino, index, access, origin,
-					      false);
-		return 0;
-	}
+	if (test_bit(index, p->notified))
+		goto reported;
 
+	/*
+	 * Allocate before claiming the period: accessors that find the bit
+	 * set wait for a record, so whoever sets it must be able to queue
+	 * one.  On failure the bit stays clear and the next access tries
+	 * again; losing the race costs one kfree().
+	 */
 	rec = kmalloc_obj(*rec, GFP_KERNEL_ACCOUNT);
-	if (!rec) {
-		/* Let the next access try again: nothing may be dropped. */
-		clear_bit(index, p->notified);
+	if (!rec)
 		return -ENOMEM;
+	if (test_and_set_bit(index, p->notified)) {
+		kfree(rec);
+		goto reported;
 	}
 
 	rec->index = index;
@@ -338,6 +356,10 @@ static int gmem_notify(struct kvm_gmem_presence *p, pgoff_t index, u32 access,
 	gmem_stat_add(p, GMEM_STAT_NOTIFICATIONS, 1);
 	trace_kvm_gmem_presence_fault(p->ino, index, access, origin, true);
 	wake_up_poll(&p->event_wq, EPOLLIN | EPOLLRDNORM);
+	return 0;
+
+reported:
+	trace_kvm_gmem_presence_fault(p->ino, index, access, origin, false);
 	return 0;
 }
 
@@ -424,27 +446,6 @@ static unsigned int gmem_fault_wait_state(unsigned int flags)
 	return TASK_UNINTERRUPTIBLE;
 }
 
-/*
- * The fault can't be retried, so wait holding the mmap/VMA lock.  Only a
- * fatal signal ends the wait early, and the access then fails.
- */
-static vm_fault_t gmem_fault_wait_locked(struct vm_fault *vmf,
-					 struct kvm_gmem_presence *p)
-{
-	unsigned long gen;
-
-	for (;;) {
-		gen = atomic_long_read(&p->gen);
-		/* A punched page is a new period: it may need a new record. */
-		if (gmem_notify_mmap(vmf, p))
-			return VM_FAULT_OOM;
-		if (kvm_gmem_presence_test(p, vmf->pgoff))
-			return 0;
-		if (gmem_wait_once(p, vmf->pgoff, gen, TASK_KILLABLE))
-			return VM_FAULT_SIGBUS;
-	}
-}
-
 /**
  * kvm_gmem_presence_fault() - the gate for faults on a guest_memfd mapping
  * @vmf: the fault
@@ -465,13 +466,24 @@ vm_fault_t kvm_gmem_presence_fault(struct vm_fault *vmf,
 	pgoff_t index = vmf->pgoff;
 	wait_queue_head_t *wq;
 	unsigned int state;
+	struct inode *inode;
 	unsigned long gen;
+	bool sleep;
 
 	if (likely(kvm_gmem_presence_test(p, index)))
 		return 0;
 
+	/*
+	 * The caller can't drop the mmap/VMA lock: GUP without
+	 * FOLL_UNLOCKABLE, e.g. access_remote_vm().  Sleeping with the lock
+	 * held could deadlock with a populating thread of this mm that needs
+	 * it, queued behind a writer, so fail the access the way
+	 * handle_userfault() does, once the record is raised.  Faults from
+	 * user mode, and KVM's copy_{from,to}_user() and GUP of guest memory,
+	 * can always be retried and never get here.
+	 */
 	if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY))
-		return gmem_fault_wait_locked(vmf, p);
+		return gmem_notify_mmap(vmf, p) ? VM_FAULT_OOM : VM_FAULT_SIGBUS;
 
 	gen = atomic_long_read(&p->gen);
 	if (gmem_notify_mmap(vmf, p))
@@ -493,13 +505,25 @@ vm_fault_t kvm_gmem_presence_fault(struct vm_fault *vmf,
 		return VM_FAULT_RETRY;
 	}
 
-	release_fault_lock(vmf);
-	if (!signal_pending_state(state, current)) {
+	/*
+	 * Once the fault lock is dropped, nothing keeps the VMA, and with it
+	 * the inode, @p and @wq alive: another thread may unmap and close the
+	 * guest_memfd while this one sleeps.  Pin the inode, as an armed vCPU
+	 * wait does, rather than the file: the release of the file is what
+	 * wakes this waiter when nobody is left to populate the page.
+	 */
+	inode = file_inode(vmf->vma->vm_file);
+	ihold(inode);
+	sleep = !signal_pending_state(state, current);
+	if (sleep) {
 		gmem_stat_add(p, GMEM_STAT_WAITS, 1);
 		trace_kvm_gmem_presence_wait(p->ino, index);
-		schedule();
 	}
+	release_fault_lock(vmf);
+	if (sleep)
+		schedule();
 	finish_wait(wq, &w.wait);
+	iput(inode);
 	return VM_FAULT_RETRY;
 }
 
@@ -844,6 +868,7 @@ static int gmem_clear_range(struct inode *inode, struct kvm_gmem_presence *p,
 	kvm_gmem_invalidate_end(inode, start, end);
 	gmem_zap_user_mappings(inode->i_mapping, start, end);
 	filemap_invalidate_unlock(inode->i_mapping);
+	gmem_new_period(p, start, end);
 
 	trace_kvm_gmem_presence_set(p->ino, start, end - start, args->flags);
 	args->done = args->size;
@@ -1057,6 +1082,11 @@ static u64 gmem_count_present(struct kvm_gmem_presence *p)
 	return n;
 }
 
+/* sizeof(struct kvm_gmem_presence_stats) as first published. */
+#define KVM_GMEM_PRESENCE_STATS_SIZE_VER0	128
+static_assert(sizeof(struct kvm_gmem_presence_stats) >=
+	      KVM_GMEM_PRESENCE_STATS_SIZE_VER0);
+
 static long gmem_ioctl_stats(struct file *file, void __user *argp,
 			     unsigned int usize)
 {
@@ -1071,10 +1101,15 @@ static long gmem_ioctl_stats(struct file *file, void __user *argp,
 		.pages_set = atomic64_read(&p->stats[GMEM_STAT_SET]),
 		.pages_cleared = atomic64_read(&p->stats[GMEM_STAT_CLEARED]),
 	};
-
 	bool truncated;
 
-	/* An older, shorter struct simply sees fewer counters. */
+	/*
+	 * Userspace built against the first version of the structure gets
+	 * the counters it knows of from a kernel whose structure has grown;
+	 * nothing is shorter than that first version.
+	 */
+	if (usize < KVM_GMEM_PRESENCE_STATS_SIZE_VER0)
+		return -EINVAL;
 	return copy_struct_to_user(argp, usize, &st, sizeof(st), &truncated);
 }
 

@@ -326,6 +326,57 @@ TEST(invalid_inputs)
 	kvm_vm_free(vm);
 }
 
+/* The ioctl number carries the structure size, so the structures can grow. */
+TEST(struct_sizes)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct {
+		struct kvm_memory_present args;
+		u64 tail;
+	} big = { .args = { .size = PAGE_SIZE } };
+	struct {
+		struct kvm_gmem_presence_stats st;
+		u64 tail;
+	} bigst;
+	const unsigned long set_big = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0xd6,
+					   sizeof(big));
+	const unsigned long stats_big = _IOC(_IOC_READ, KVMIO, 0xd9,
+					     sizeof(bigst));
+	int gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+	u64 small[1] = { 0 };
+
+	/* Shorter than the first version: EINVAL. */
+	errno = 0;
+	ASSERT_EQ(ioctl(gmem, _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0xd6,
+				   sizeof(small)), small), -1);
+	ASSERT_EQ(errno, EINVAL);
+	errno = 0;
+	ASSERT_EQ(ioctl(gmem, _IOC(_IOC_READ, KVMIO, 0xd9, sizeof(small)),
+			small), -1);
+	ASSERT_EQ(errno, EINVAL);
+
+	/* Longer, with a non-zero tail the kernel doesn't know: EINVAL. */
+	big.tail = 1;
+	errno = 0;
+	ASSERT_EQ(ioctl(gmem, set_big, &big), -1);
+	ASSERT_EQ(errno, EINVAL);
+
+	/* Longer with a zero tail: accepted. */
+	big.tail = 0;
+	ASSERT_EQ(ioctl(gmem, set_big, &big), 0);
+	ASSERT_EQ(big.args.done, PAGE_SIZE);
+
+	/* A longer output structure gets its unknown tail zeroed. */
+	memset(&bigst, 0xff, sizeof(bigst));
+	ASSERT_EQ(ioctl(gmem, stats_big, &bigst), 0);
+	ASSERT_EQ(bigst.st.nr_pages, TEST_NPAGES);
+	ASSERT_EQ(bigst.st.nr_present, 1);
+	ASSERT_EQ(bigst.tail, 0);
+
+	close(gmem);
+	kvm_vm_free(vm);
+}
+
 TEST(bitmap_and_rearm)
 {
 	struct kvm_vm *vm = vm_create_barebones();
@@ -964,6 +1015,124 @@ TEST(teardown_vm_fd_first)
 	close(t.gmem);
 	ASSERT_EQ(read(nfd, &ev, sizeof(ev)), 0);
 	close(nfd);
+}
+
+/*
+ * Clearing a page that a helper waits for begins a new period: the helper
+ * is woken, reports the page again, and waits for the new contents.
+ */
+TEST(clear_wakes_waiters)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_gmem_presence_event ev;
+	int gmem, nfd, status;
+	pid_t pid;
+
+	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+	nfd = notify_fd(gmem, 0);
+	pid = fork();
+	if (!pid)
+		_exit(helper_read(gmem, 0));
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	usleep(100000);
+
+	clear_present(gmem, 0, PAGE_SIZE);
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_EQ(ev.offset, 0);
+	ASSERT_EQ(ev.pid, pid);
+	ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0);
+
+	copy_in_page(gmem, 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(nfd);
+	close(gmem);
+	kvm_vm_free(vm);
+}
+
+/*
+ * An access that cannot drop the mmap lock to wait (GUP without
+ * FOLL_UNLOCKABLE, here /proc/self/mem) raises the record and fails
+ * instead of sleeping with the lock held.
+ */
+TEST(unretriable_access_fails)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_gmem_presence_event ev;
+	int gmem, nfd, memfd;
+	u64 *mem, val;
+
+	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+	nfd = notify_fd(gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+	mem = kvm_mmap(TEST_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem);
+	memfd = open("/proc/self/mem", O_RDONLY);
+	ASSERT_GE(memfd, 0);
+
+	ASSERT_EQ(pread(memfd, &val, sizeof(val), (off_t)&mem[0]), -1);
+	ASSERT_EQ(errno, EIO);
+	ASSERT_TRUE(read_event(nfd, &ev, 0));
+	ASSERT_EQ(ev.offset, 0);
+	ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_MMAP);
+
+	copy_in_page(gmem, 0);
+	ASSERT_EQ(pread(memfd, &val, sizeof(val), (off_t)&mem[0]), sizeof(val));
+	ASSERT_EQ(val, PATTERN(0));
+	ASSERT_FALSE(read_event(nfd, &ev, 0));
+
+	close(memfd);
+	kvm_munmap(mem, TEST_SIZE);
+	close(nfd);
+	close(gmem);
+	kvm_vm_free(vm);
+}
+
+struct write_from {
+	int fd;
+	void *mem;
+};
+
+static void *thread_write_from(void *arg)
+{
+	struct write_from *wf = arg;
+	ssize_t r;
+
+	/* The kernel's copy from the not-present page sleeps in the fault. */
+	r = write(wf->fd, wf->mem, sizeof(u64));
+	return (void *)(long)(r < 0 ? -errno : r);
+}
+
+/*
+ * The mapping is removed and the guest_memfd closed while a thread sleeps
+ * in a fault on it: the release wakes it and its retry finds no mapping.
+ */
+TEST(teardown_unmap_close_while_waiting)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_gmem_presence_event ev;
+	struct write_from wf;
+	int gmem, nfd, fds[2];
+	pthread_t th;
+	void *ret;
+
+	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+	nfd = notify_fd(gmem, 0);
+	ASSERT_EQ(pipe(fds), 0);
+	wf.fd = fds[1];
+	wf.mem = kvm_mmap(TEST_SIZE, PROT_READ, MAP_SHARED, gmem);
+	pthread_create(&th, NULL, thread_write_from, &wf);
+	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	usleep(100000);
+
+	kvm_munmap(wf.mem, TEST_SIZE);
+	close(gmem);
+	pthread_join(th, &ret);
+	ASSERT_EQ((long)ret, -EFAULT);
+	ASSERT_EQ(read(nfd, &ev, sizeof(ev)), 0);
+
+	close(fds[0]);
+	close(fds[1]);
+	close(nfd);
+	kvm_vm_free(vm);
 }
 
 /* Killing a process whose vCPU waits, or whose helper sleeps, is clean. */

@@ -652,30 +652,50 @@ TEST(teardown_close_gmem)
 }
 
 /*
- * Punching a hole over a page with an async #PF pending completes it: the
- * guest gets "page ready", retries, and the new not-present period is
- * reported and faulted asynchronously again.
+ * Re-arming a page with an async #PF pending, by punching a hole or with
+ * KVM_MEMORY_PRESENT_CLEAR, completes it: the guest gets "page ready",
+ * retries, and the new not-present period is reported and faulted
+ * asynchronously again.
  */
-TEST(teardown_punch_pending)
+static void rearm_pending(bool punch)
 {
+	struct kvm_memory_present clear = {
+		.size = PAGE_SIZE,
+		.flags = KVM_MEMORY_PRESENT_CLEAR,
+	};
 	struct apf_vm t;
 	pthread_t th;
 	void *ret;
 
 	apf_vm_start_pending(&t, &th);
-	ASSERT_EQ(fallocate(t.gmem, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			    0, PAGE_SIZE), 0);
+	if (punch)
+		TEST_ASSERT(!fallocate(t.gmem, FALLOC_FL_PUNCH_HOLE |
+				       FALLOC_FL_KEEP_SIZE, 0, PAGE_SIZE),
+			    "punch");
+	else
+		TEST_ASSERT(!ioctl(t.gmem, KVM_SET_MEMORY_PRESENT, &clear),
+			    "clear");
 	/* The retry starts a new period: a second record. */
-	ASSERT_TRUE(wait_record(t.nfd, 20000));
+	TEST_ASSERT(wait_record(t.nfd, 20000), "no second record");
 	populate(t.gmem);
 	pthread_join(th, &ret);
-	ASSERT_EQ((long)ret, 0);
+	TEST_ASSERT_EQ((long)ret, 0);
 	assert_done(t.vcpu);
 
 	assert_async_counts(&t, 2);
-	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 2);
-	ASSERT_EQ(get_stats_notifications(t.gmem), 2);
+	TEST_ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 2);
+	TEST_ASSERT_EQ(get_stats_notifications(t.gmem), 2);
 	apf_vm_free(&t);
+}
+
+TEST(teardown_punch_pending)
+{
+	rearm_pending(true);
+}
+
+TEST(teardown_clear_pending)
+{
+	rearm_pending(false);
 }
 
 /* Destroying the vCPU with an item pending frees it (kmemleak checks). */
