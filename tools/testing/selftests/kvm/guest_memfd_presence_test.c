@@ -953,8 +953,12 @@ TEST(teardown_delete_memslot)
 	kvm_vm_free(t.vm);
 }
 
-/* Punching a hole re-arms: a sleeping helper is notified again. */
-TEST(teardown_punch_hole)
+/*
+ * Re-arming a page that a helper sleeps on, by punching a hole or with
+ * KVM_MEMORY_PRESENT_CLEAR, begins a new period: the helper is woken,
+ * reports the page again, and waits for the new contents.
+ */
+static void rearm_sleeping_helper(bool punch)
 {
 	struct kvm_vm *vm = vm_create_barebones();
 	struct kvm_gmem_presence_event ev;
@@ -966,22 +970,38 @@ TEST(teardown_punch_hole)
 	pid = fork();
 	if (!pid)
 		_exit(helper_read(gmem, 0));
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	TEST_ASSERT(read_event(nfd, &ev, 20000), "no record");
 	usleep(100000);
 
-	ASSERT_EQ(fallocate(gmem, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
-			    0, PAGE_SIZE), 0);
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
-	ASSERT_EQ(ev.offset, 0);
-	ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0);
+	if (punch)
+		TEST_ASSERT(!fallocate(gmem, FALLOC_FL_KEEP_SIZE |
+				       FALLOC_FL_PUNCH_HOLE, 0, PAGE_SIZE),
+			    "punch");
+	else
+		clear_present(gmem, 0, PAGE_SIZE);
+	TEST_ASSERT(read_event(nfd, &ev, 20000), "no second record");
+	TEST_ASSERT_EQ(ev.offset, 0);
+	TEST_ASSERT_EQ(ev.pid, pid);
+	TEST_ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0);
 
 	copy_in_page(gmem, 0);
-	ASSERT_EQ(waitpid(pid, &status, 0), pid);
-	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	TEST_ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	TEST_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		    "helper status %#x", status);
 
 	close(nfd);
 	close(gmem);
 	kvm_vm_free(vm);
+}
+
+TEST(teardown_punch_hole)
+{
+	rearm_sleeping_helper(true);
+}
+
+TEST(clear_wakes_waiters)
+{
+	rearm_sleeping_helper(false);
 }
 
 /*
@@ -1015,39 +1035,6 @@ TEST(teardown_vm_fd_first)
 	close(t.gmem);
 	ASSERT_EQ(read(nfd, &ev, sizeof(ev)), 0);
 	close(nfd);
-}
-
-/*
- * Clearing a page that a helper waits for begins a new period: the helper
- * is woken, reports the page again, and waits for the new contents.
- */
-TEST(clear_wakes_waiters)
-{
-	struct kvm_vm *vm = vm_create_barebones();
-	struct kvm_gmem_presence_event ev;
-	int gmem, nfd, status;
-	pid_t pid;
-
-	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
-	nfd = notify_fd(gmem, 0);
-	pid = fork();
-	if (!pid)
-		_exit(helper_read(gmem, 0));
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
-	usleep(100000);
-
-	clear_present(gmem, 0, PAGE_SIZE);
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
-	ASSERT_EQ(ev.offset, 0);
-	ASSERT_EQ(ev.pid, pid);
-	ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0);
-
-	copy_in_page(gmem, 0);
-	ASSERT_EQ(waitpid(pid, &status, 0), pid);
-	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	close(nfd);
-	close(gmem);
-	kvm_vm_free(vm);
 }
 
 /*
