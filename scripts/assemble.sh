@@ -42,9 +42,11 @@ for f in $OVERLAY; do
 done
 
 # Files we touched last time but no longer do go back to pristine.
+# Files we no longer change go back to pristine, with a new mtime (not the
+# pristine one, which is older than their objects) so that make rebuilds them.
 for f in $(comm -23 "$TREE/.manifest" <(echo "$touched")); do
 	rm -f "$TREE/$f"
-	[ -f "$SRC/$f" ] && cp -p "$SRC/$f" "$TREE/$f"
+	if [ -f "$SRC/$f" ]; then cp "$SRC/$f" "$TREE/$f"; fi
 done
 # rsync replaces files by rename, never in place, so the hard links to the
 # pristine tree are broken rather than written through; -c skips unchanged ones.
