@@ -600,6 +600,43 @@ bool kvm_gmem_presence_async_disarm(struct kvm_gmem_async *ga)
 }
 #endif /* CONFIG_KVM_ASYNC_PF */
 
+/**
+ * kvm_gmem_async_fallback() - an async #PF can't be used for this fault
+ * @vcpu: the faulting vCPU
+ * @cr2_or_gpa: the faulting address
+ * @reason: KVM_GMEM_APF_FALLBACK_*
+ *
+ * Count and trace why the VM's fallback policy handles the fault, so that a
+ * VMM can tell a guest that never enabled async #PF from one whose queue
+ * overflows.
+ */
+void kvm_gmem_async_fallback(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa,
+			     int reason)
+{
+	struct kvm_vcpu_stat_generic *stat = &vcpu->stat.generic;
+
+	trace_kvm_gmem_async_fallback(cr2_or_gpa, reason);
+	switch (reason) {
+	case KVM_GMEM_APF_FALLBACK_DISABLED:
+		++stat->gmem_async_fallback_disabled;
+		break;
+	case KVM_GMEM_APF_FALLBACK_NESTED:
+		++stat->gmem_async_fallback_nested;
+		break;
+	case KVM_GMEM_APF_FALLBACK_PROTECTED:
+		++stat->gmem_async_fallback_protected;
+		break;
+	case KVM_GMEM_APF_FALLBACK_BLOCKED:
+		++stat->gmem_async_fallback_blocked;
+		break;
+	case KVM_GMEM_APF_FALLBACK_QUEUE_FULL:
+		++stat->gmem_async_fallback_queue_full;
+		break;
+	default:
+		WARN_ON_ONCE(1);
+	}
+}
+
 /* Try an async #PF; false if the fallback policy must handle the fault. */
 static bool gmem_vcpu_async(struct kvm_vcpu *vcpu, struct inode *inode,
 			    pgoff_t index, unsigned long gen, gpa_t cr2_or_gpa,
@@ -610,8 +647,8 @@ static bool gmem_vcpu_async(struct kvm_vcpu *vcpu, struct inode *inode,
 					   gen))
 		return true;
 	if (apf)
-		trace_kvm_gmem_async_fallback(cr2_or_gpa,
-					      KVM_GMEM_APF_FALLBACK_QUEUE_FULL);
+		kvm_gmem_async_fallback(vcpu, cr2_or_gpa,
+					KVM_GMEM_APF_FALLBACK_QUEUE_FULL);
 #endif
 	++vcpu->stat.generic.gmem_async_fallbacks;
 	return false;

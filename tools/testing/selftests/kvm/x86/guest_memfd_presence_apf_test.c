@@ -430,6 +430,7 @@ TEST(fallback_guest_disabled)
 	ASSERT_EQ(t.vcpu->run->memory_fault.flags,
 		  KVM_MEMORY_EXIT_FLAG_NOT_PRESENT);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallback_disabled), 1);
 	ASSERT_TRUE(wait_record(t.nfd, 0));
 	populate(t.gmem);
 	vcpu_run(t.vcpu);
@@ -465,6 +466,7 @@ TEST(fallback_irqs_blocked)
 	ASSERT_EQ(nr_not_present, 0);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 0);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallback_blocked), 1);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_presence_waits), 1);
 	apf_vm_free(&t);
 }
@@ -525,6 +527,7 @@ TEST(fallback_queue_full)
 				TEST_GPA + (QF_PAGES - 1) * PAGE_SIZE);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), QF_PAGES - 1);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallback_queue_full), 1);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 0);
 	ASSERT_EQ(get_stats_notifications(t.gmem), QF_PAGES);
 
@@ -559,6 +562,7 @@ TEST(fallback_nested)
 	assert_not_present_exit(t.vcpu, __vcpu_run(t.vcpu), TEST_GPA);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 0);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallback_nested), 1);
 	ASSERT_TRUE(wait_record(t.nfd, 0));
 
 	populate(t.gmem);
