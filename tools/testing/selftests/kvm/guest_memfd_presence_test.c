@@ -900,6 +900,24 @@ TEST(private_memory)
 	kvm_vm_free(vm);
 }
 
+/*
+ * A WAIT-policy vCPU runs in @th until it sleeps on the first page and its
+ * record has been read; returns the notification fd.
+ */
+static int pvm_start_waiting_vcpu(struct pvm *t, pthread_t *th)
+{
+	struct kvm_gmem_presence_event ev;
+	int nfd;
+
+	pvm_create(t, guest_read_pages, false);
+	set_policy(t->vm, KVM_GMEM_PRESENCE_WAIT);
+	nfd = notify_fd(t->gmem, 0);
+	pthread_create(th, NULL, run_vcpu_thread, t->vcpu);
+	TEST_ASSERT(read_event(nfd, &ev, 20000), "no record");
+	usleep(100000);
+	return nfd;
+}
+
 /* Closing the guest_memfd wakes a waiting vCPU, which then fails cleanly. */
 TEST(teardown_close_gmem)
 {
@@ -909,12 +927,7 @@ TEST(teardown_close_gmem)
 	void *ret;
 	int nfd;
 
-	pvm_create(&t, guest_read_pages, false);
-	set_policy(t.vm, KVM_GMEM_PRESENCE_WAIT);
-	nfd = notify_fd(t.gmem, 0);
-	pthread_create(&th, NULL, run_vcpu_thread, t.vcpu);
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
-	usleep(100000);
+	nfd = pvm_start_waiting_vcpu(&t, &th);
 
 	close(t.gmem);
 	pthread_join(th, &ret);
@@ -930,18 +943,12 @@ TEST(teardown_close_gmem)
 /* Deleting the memslot wakes a waiting vCPU: it re-faults elsewhere. */
 TEST(teardown_delete_memslot)
 {
-	struct kvm_gmem_presence_event ev;
 	pthread_t th;
 	struct pvm t;
 	void *ret;
 	int nfd;
 
-	pvm_create(&t, guest_read_pages, false);
-	set_policy(t.vm, KVM_GMEM_PRESENCE_WAIT);
-	nfd = notify_fd(t.gmem, 0);
-	pthread_create(&th, NULL, run_vcpu_thread, t.vcpu);
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
-	usleep(100000);
+	nfd = pvm_start_waiting_vcpu(&t, &th);
 
 	vm_set_user_memory_region2(t.vm, TEST_SLOT, KVM_MEM_GUEST_MEMFD,
 				   TEST_GPA, 0, NULL, t.gmem, 0);

@@ -448,21 +448,30 @@ static void *populate_later(void *arg)
 	return NULL;
 }
 
+/*
+ * Run the vCPU to completion while another thread populates the page; the
+ * vCPU must not leave KVM_RUN for the missing page.
+ */
+static void run_populating_later(struct apf_vm *t)
+{
+	pthread_t th;
+
+	run_until_sync(t->vcpu);
+	pthread_create(&th, NULL, populate_later, t);
+	vcpu_run(t->vcpu);
+	assert_done(t->vcpu);
+	pthread_join(th, NULL);
+	sync_global_from_guest(t->vm, nr_not_present);
+}
+
 /* Interrupts off: no async #PF can be injected; the WAIT fallback sleeps. */
 TEST(fallback_irqs_blocked)
 {
-	pthread_t th;
 	struct apf_vm t;
 
 	apf_vm_create(&t, APF_EN_FULL, true, KVM_GMEM_PRESENCE_ASYNC,
 		      KVM_GMEM_PRESENCE_WAIT);
-	run_until_sync(t.vcpu);
-	pthread_create(&th, NULL, populate_later, &t);
-	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
-	pthread_join(th, NULL);
-
-	sync_global_from_guest(t.vm, nr_not_present);
+	run_populating_later(&t);
 	ASSERT_EQ(nr_not_present, 0);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 0);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
@@ -474,18 +483,11 @@ TEST(fallback_irqs_blocked)
 /* CPL0 without SEND_ALWAYS: "APF halt" until the page is ready. */
 TEST(cpl0_halts)
 {
-	pthread_t th;
 	struct apf_vm t;
 
 	apf_vm_create(&t, KVM_ASYNC_PF_ENABLED | KVM_ASYNC_PF_DELIVERY_AS_INT,
 		      false, KVM_GMEM_PRESENCE_ASYNC, KVM_GMEM_PRESENCE_EXIT);
-	run_until_sync(t.vcpu);
-	pthread_create(&th, NULL, populate_later, &t);
-	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
-	pthread_join(th, NULL);
-
-	sync_global_from_guest(t.vm, nr_not_present);
+	run_populating_later(&t);
 	ASSERT_EQ(nr_not_present, 0);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_halted), 1);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 1);
