@@ -325,12 +325,17 @@ static void assert_async_counts(struct apf_vm *t, u64 n)
 	TEST_ASSERT_EQ(vcpu_get_stat(t->vcpu, gmem_async_injected), n);
 }
 
-static u64 get_stats_notifications(int gmem)
+static struct kvm_gmem_presence_stats get_stats(int gmem)
 {
 	struct kvm_gmem_presence_stats st;
 
 	TEST_ASSERT(!ioctl(gmem, KVM_GMEM_PRESENCE_STATS, &st), "stats");
-	return st.notifications;
+	return st;
+}
+
+static u64 get_stats_notifications(int gmem)
+{
+	return get_stats(gmem).notifications;
 }
 
 static void *vcpu_thread(void *arg)
@@ -702,6 +707,44 @@ TEST(teardown_punch_pending)
 TEST(teardown_clear_pending)
 {
 	rearm_pending(false);
+}
+
+/*
+ * An INIT resets the vCPU with an item pending: the item is unhooked and
+ * freed (kmemleak checks), and populating the page later wakes nothing.
+ */
+TEST(teardown_vcpu_reset)
+{
+	struct kvm_vcpu_events events;
+	struct kvm_regs regs;
+	struct apf_vm t;
+	u64 wakeups;
+
+	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	sync_every = 1000;
+	sync_global_to_guest(t.vm, sync_every);
+	run_until_sync(t.vcpu);
+	/* Task B reports from inside the #PF handler: the item is pending. */
+	ASSERT_GT(run_until_sync(t.vcpu), 0);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 1);
+
+	/* Latch an INIT; the next KVM_RUN resets the vCPU before entry. */
+	vcpu_events_get(t.vcpu, &events);
+	events.flags = KVM_VCPUEVENT_VALID_SMM;
+	events.smi.latched_init = 1;
+	vcpu_events_set(t.vcpu, &events);
+	/* Execution then restarts at the reset vector, where nothing is. */
+	__vcpu_run(t.vcpu);
+	vcpu_regs_get(t.vcpu, &regs);
+	ASSERT_EQ(regs.rip, 0xfff0);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 0);
+
+	wakeups = get_stats(t.gmem).wakeups;
+	populate(t.gmem);
+	ASSERT_EQ(get_stats(t.gmem).wakeups, wakeups);
+	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 0);
+	apf_vm_free(&t);
 }
 
 /* Destroying the vCPU with an item pending frees it (kmemleak checks). */
