@@ -710,6 +710,21 @@ TEST(teardown_clear_pending)
 }
 
 /*
+ * Leave KVM_RUN while task A's async #PF is pending: task B reports from
+ * inside the #PF handler.
+ */
+static void apf_vm_pending_in_guest(struct apf_vm *t)
+{
+	apf_vm_create(t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
+		      KVM_GMEM_PRESENCE_EXIT);
+	sync_every = 1000;
+	sync_global_to_guest(t->vm, sync_every);
+	run_until_sync(t->vcpu);
+	TEST_ASSERT(run_until_sync(t->vcpu) > 0, "task B made no progress");
+	TEST_ASSERT_EQ(vcpu_get_stat(t->vcpu, gmem_async_injected), 1);
+}
+
+/*
  * An INIT resets the vCPU with an item pending: the item is unhooked and
  * freed (kmemleak checks), and populating the page later wakes nothing.
  */
@@ -720,14 +735,7 @@ TEST(teardown_vcpu_reset)
 	struct apf_vm t;
 	u64 wakeups;
 
-	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
-		      KVM_GMEM_PRESENCE_EXIT);
-	sync_every = 1000;
-	sync_global_to_guest(t.vm, sync_every);
-	run_until_sync(t.vcpu);
-	/* Task B reports from inside the #PF handler: the item is pending. */
-	ASSERT_GT(run_until_sync(t.vcpu), 0);
-	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 1);
+	apf_vm_pending_in_guest(&t);
 
 	/* Latch an INIT; the next KVM_RUN resets the vCPU before entry. */
 	vcpu_events_get(t.vcpu, &events);
@@ -752,14 +760,7 @@ TEST(teardown_destroy_pending)
 {
 	struct apf_vm t;
 
-	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
-		      KVM_GMEM_PRESENCE_EXIT);
-	sync_every = 1000;
-	sync_global_to_guest(t.vm, sync_every);
-	run_until_sync(t.vcpu);
-	/* Task B reports from inside the #PF handler: the item is pending. */
-	ASSERT_GT(run_until_sync(t.vcpu), 0);
-	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 1);
+	apf_vm_pending_in_guest(&t);
 	apf_vm_free(&t);
 }
 
