@@ -606,9 +606,10 @@ bool kvm_gmem_presence_async_disarm(struct kvm_gmem_async *ga)
  * @cr2_or_gpa: the faulting address
  * @reason: KVM_GMEM_APF_FALLBACK_*
  *
- * Count and trace why the VM's fallback policy handles the fault, so that a
- * VMM can tell a guest that never enabled async #PF from one whose queue
- * overflows.
+ * Count (in total and per reason) and trace why the VM's fallback policy
+ * handles the fault, so that a VMM can tell a guest that never enabled
+ * async #PF from one whose queue overflows.  Every fallback goes through
+ * here.
  */
 void kvm_gmem_async_fallback(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa,
 			     int reason)
@@ -616,6 +617,7 @@ void kvm_gmem_async_fallback(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa,
 	struct kvm_vcpu_stat_generic *stat = &vcpu->stat.generic;
 
 	trace_kvm_gmem_async_fallback(cr2_or_gpa, reason);
+	++stat->gmem_async_fallbacks;
 	switch (reason) {
 	case KVM_GMEM_APF_FALLBACK_DISABLED:
 		++stat->gmem_async_fallback_disabled;
@@ -637,20 +639,22 @@ void kvm_gmem_async_fallback(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa,
 	}
 }
 
-/* Try an async #PF; false if the fallback policy must handle the fault. */
+/*
+ * Try an async #PF; false if the fallback policy must handle the fault.
+ * Without @apf the arch has already said, and counted, why not.
+ */
 static bool gmem_vcpu_async(struct kvm_vcpu *vcpu, struct inode *inode,
 			    pgoff_t index, unsigned long gen, gpa_t cr2_or_gpa,
 			    struct kvm_arch_async_pf *apf)
 {
 #ifdef CONFIG_KVM_ASYNC_PF
-	if (apf && kvm_setup_async_pf_gmem(vcpu, cr2_or_gpa, apf, inode, index,
-					   gen))
+	if (!apf)
+		return false;
+	if (kvm_setup_async_pf_gmem(vcpu, cr2_or_gpa, apf, inode, index, gen))
 		return true;
-	if (apf)
-		kvm_gmem_async_fallback(vcpu, cr2_or_gpa,
-					KVM_GMEM_APF_FALLBACK_QUEUE_FULL);
+	kvm_gmem_async_fallback(vcpu, cr2_or_gpa,
+				KVM_GMEM_APF_FALLBACK_QUEUE_FULL);
 #endif
-	++vcpu->stat.generic.gmem_async_fallbacks;
 	return false;
 }
 
