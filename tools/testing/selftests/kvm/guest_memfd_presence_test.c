@@ -22,6 +22,7 @@
 #include <linux/kvm.h>
 #include <linux/sizes.h>
 
+#include "guest_memfd_presence.h"
 #include "kvm_util.h"
 #include "processor.h"
 #include "test_util.h"
@@ -115,14 +116,6 @@ static bool read_event(int nfd, struct kvm_gmem_presence_event *ev, int ms)
 	return true;
 }
 
-static struct kvm_gmem_presence_stats get_stats(int gmem)
-{
-	struct kvm_gmem_presence_stats st;
-
-	TEST_ASSERT(!ioctl(gmem, KVM_GMEM_PRESENCE_STATS, &st), "stats");
-	return st;
-}
-
 static void set_policy(struct kvm_vm *vm, u64 policy)
 {
 	vm_enable_cap(vm, KVM_CAP_GUEST_MEMFD_PRESENCE, policy);
@@ -160,32 +153,6 @@ static void guest_read_pages(u64 gpa, u64 npages)
 	GUEST_DONE();
 }
 
-static void assert_not_present_exit(struct kvm_vcpu *vcpu, int r, u64 gpa,
-				    u64 extra_flags)
-{
-	TEST_ASSERT(r == -1 && errno == EFAULT,
-		    "KVM_RUN: expected EFAULT, got r=%d errno=%d", r, errno);
-	TEST_ASSERT_EQ(vcpu->run->exit_reason, KVM_EXIT_MEMORY_FAULT);
-	TEST_ASSERT_EQ(vcpu->run->memory_fault.flags,
-		       KVM_MEMORY_EXIT_FLAG_NOT_PRESENT | extra_flags);
-	TEST_ASSERT_EQ(vcpu->run->memory_fault.gpa, gpa);
-	TEST_ASSERT_EQ(vcpu->run->memory_fault.size, PAGE_SIZE);
-}
-
-static void assert_done(struct kvm_vcpu *vcpu)
-{
-	struct ucall uc;
-
-	switch (get_ucall(vcpu, &uc)) {
-	case UCALL_DONE:
-		return;
-	case UCALL_ABORT:
-		REPORT_GUEST_ASSERT(uc);
-	default:
-		TEST_FAIL("unexpected exit %s", exit_reason_str(vcpu->run->exit_reason));
-	}
-}
-
 TEST(capabilities)
 {
 	struct kvm_vm *vm = vm_create_barebones();
@@ -199,11 +166,11 @@ TEST(capabilities)
 
 	/* With and without mmap; a new guest_memfd has nothing present. */
 	fd = vm_create_guest_memfd(vm, TEST_SIZE, GUEST_MEMFD_FLAG_PRESENCE);
-	ASSERT_EQ(get_stats(fd).nr_present, 0);
-	ASSERT_EQ(get_stats(fd).nr_pages, TEST_NPAGES);
+	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 0);
+	ASSERT_EQ(gmem_presence_stats(fd).nr_pages, TEST_NPAGES);
 	close(fd);
 	fd = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
-	ASSERT_EQ(get_stats(fd).nr_present, 0);
+	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 0);
 	close(fd);
 	kvm_vm_free(vm);
 }
@@ -234,7 +201,7 @@ TEST(invalid_inputs)
 	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, 0, buf), EINVAL);
 	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_COPY,
 				    (void *)8), EFAULT);
-	ASSERT_EQ(get_stats(fd).nr_present, 0);
+	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 0);
 
 	/* Non-zero reserved fields. */
 	{
@@ -410,8 +377,8 @@ TEST(bitmap_and_rearm)
 	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), 0);
 	ASSERT_EQ(bitmap[0], 1ull << 63);
 
-	ASSERT_EQ(get_stats(fd).nr_present, 5);
-	ASSERT_EQ(get_stats(fd).nr_pages, big / PAGE_SIZE);
+	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 5);
+	ASSERT_EQ(gmem_presence_stats(fd).nr_pages, big / PAGE_SIZE);
 
 	clear_present(fd, PAGE_SIZE, PAGE_SIZE);
 	/* Clearing what isn't present is allowed too. */
@@ -426,7 +393,7 @@ TEST(bitmap_and_rearm)
 			    big - PAGE_SIZE, 64 * PAGE_SIZE), 0);
 	ASSERT_EQ(fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
 			    big, 1ull << 40), 0);
-	ASSERT_EQ(get_stats(fd).nr_present, 3);
+	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 3);
 
 	close(fd);
 	kvm_vm_free(vm);
@@ -469,7 +436,7 @@ TEST(large_range_progress)
 	TH_LOG("%d interruptions while marking %llu pages", interrupted,
 	       size / PAGE_SIZE);
 	ASSERT_GT(interrupted, 0);
-	ASSERT_EQ(get_stats(fd).nr_present, size / PAGE_SIZE);
+	ASSERT_EQ(gmem_presence_stats(fd).nr_present, size / PAGE_SIZE);
 	close(fd);
 	kvm_vm_free(vm);
 }
@@ -488,7 +455,7 @@ TEST(exit_policy)
 
 	for (i = 0; i < TEST_NPAGES; i++) {
 		r = _vcpu_run(t.vcpu);
-		assert_not_present_exit(t.vcpu, r, TEST_GPA + i * PAGE_SIZE, 0);
+		gmem_presence_assert_exit(t.vcpu, r, TEST_GPA + i * PAGE_SIZE, 0);
 
 		ASSERT_TRUE(read_event(nfd, &ev, 0));
 		ASSERT_EQ(ev.offset, i * PAGE_SIZE);
@@ -499,15 +466,15 @@ TEST(exit_policy)
 
 		/* Running again without populating: same exit, no record. */
 		r = _vcpu_run(t.vcpu);
-		assert_not_present_exit(t.vcpu, r, TEST_GPA + i * PAGE_SIZE, 0);
+		gmem_presence_assert_exit(t.vcpu, r, TEST_GPA + i * PAGE_SIZE, 0);
 		ASSERT_FALSE(read_event(nfd, &ev, 0));
 
 		copy_in_page(t.gmem, i);
 	}
 	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
-	ASSERT_EQ(get_stats(t.gmem).notifications, TEST_NPAGES);
-	ASSERT_EQ(get_stats(t.gmem).nr_present, TEST_NPAGES);
+	gmem_presence_assert_done(t.vcpu);
+	ASSERT_EQ(gmem_presence_stats(t.gmem).notifications, TEST_NPAGES);
+	ASSERT_EQ(gmem_presence_stats(t.gmem).nr_present, TEST_NPAGES);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_presence_faults), 2 * TEST_NPAGES);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_presence_waits), 0);
 
@@ -529,7 +496,7 @@ TEST(rearm_renotifies)
 	for (i = 0; i < TEST_NPAGES; i++)
 		copy_in_page(t.gmem, i);
 	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
 	ASSERT_FALSE(read_event(nfd, &ev, 0));
 
 	/* The stage-2 mapping must go: the guest faults again. */
@@ -537,14 +504,14 @@ TEST(rearm_renotifies)
 	vcpu_args_set(t.vcpu, 2, TEST_GPA, TEST_NPAGES);
 	vcpu_arch_set_entry_point(t.vcpu, guest_read_pages);
 	r = _vcpu_run(t.vcpu);
-	assert_not_present_exit(t.vcpu, r, TEST_GPA + 3 * PAGE_SIZE, 0);
+	gmem_presence_assert_exit(t.vcpu, r, TEST_GPA + 3 * PAGE_SIZE, 0);
 	ASSERT_TRUE(read_event(nfd, &ev, 0));
 	ASSERT_EQ(ev.offset, 3 * PAGE_SIZE);
 
 	/* Contents survive a re-arm: marking present again is enough. */
 	set_present(t.gmem, 3 * PAGE_SIZE, PAGE_SIZE);
 	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
 
 	close(nfd);
 	kvm_vm_free(t.vm);
@@ -589,10 +556,10 @@ TEST(wait_policy)
 	pthread_create(&th, NULL, populate_thread, &pop);
 
 	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
 	pthread_join(th, NULL);
 	ASSERT_EQ(pop.count, TEST_NPAGES);
-	ASSERT_EQ(get_stats(t.gmem).notifications, TEST_NPAGES);
+	ASSERT_EQ(gmem_presence_stats(t.gmem).notifications, TEST_NPAGES);
 	ASSERT_GE(vcpu_get_stat(t.vcpu, gmem_presence_faults), TEST_NPAGES);
 
 	close(pop.nfd);
@@ -639,7 +606,7 @@ TEST(wait_signal)
 	for (i = 0; i < TEST_NPAGES; i++)
 		copy_in_page(t.gmem, i);
 	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
 
 	close(nfd);
 	kvm_vm_free(t.vm);
@@ -786,7 +753,7 @@ TEST(dedup_threads_and_helper)
 	/* Give every reader time to hit the gate: still only one record. */
 	usleep(500000);
 	ASSERT_FALSE(read_event(nfd, &ev, 200));
-	ASSERT_GE(get_stats(gmem).faults, 2);
+	ASSERT_GE(gmem_presence_stats(gmem).faults, 2);
 
 	copy_in_page(gmem, 0);
 	for (i = 0; i < 4; i++) {
@@ -795,7 +762,7 @@ TEST(dedup_threads_and_helper)
 	}
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
 	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	ASSERT_EQ(get_stats(gmem).notifications, 1);
+	ASSERT_EQ(gmem_presence_stats(gmem).notifications, 1);
 
 	close(nfd);
 	close(gmem);
@@ -886,14 +853,14 @@ TEST(private_memory)
 
 	for (i = 0; i < TEST_NPAGES; i++) {
 		r = _vcpu_run(vcpu);
-		assert_not_present_exit(vcpu, r, TEST_GPA + i * PAGE_SIZE,
-					KVM_MEMORY_EXIT_FLAG_PRIVATE);
+		gmem_presence_assert_exit(vcpu, r, TEST_GPA + i * PAGE_SIZE,
+					  KVM_MEMORY_EXIT_FLAG_PRIVATE);
 		ASSERT_TRUE(read_event(nfd, &ev, 0));
 		ASSERT_EQ(ev.offset, i * PAGE_SIZE);
 		copy_in_page(gmem, i);
 	}
 	vcpu_run(vcpu);
-	assert_done(vcpu);
+	gmem_presence_assert_done(vcpu);
 
 	close(nfd);
 	close(gmem);

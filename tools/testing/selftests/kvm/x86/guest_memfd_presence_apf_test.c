@@ -19,6 +19,7 @@
 #include <linux/sizes.h>
 
 #include "apic.h"
+#include "guest_memfd_presence.h"
 #include "kvm_util.h"
 #include "processor.h"
 #include "svm_util.h"
@@ -254,20 +255,6 @@ static u64 run_until_sync(struct kvm_vcpu *vcpu)
 	return 0;
 }
 
-static void assert_done(struct kvm_vcpu *vcpu)
-{
-	struct ucall uc;
-
-	switch (get_ucall(vcpu, &uc)) {
-	case UCALL_DONE:
-		return;
-	case UCALL_ABORT:
-		REPORT_GUEST_ASSERT(uc);
-	default:
-		TEST_FAIL("unexpected exit %s", exit_reason_str(vcpu->run->exit_reason));
-	}
-}
-
 static void populate_pages(int gmem, int npages)
 {
 	u64 *buf = aligned_alloc(PAGE_SIZE, npages * PAGE_SIZE);
@@ -304,17 +291,6 @@ static bool wait_record(int nfd, int ms)
 	return true;
 }
 
-static void assert_not_present_exit(struct kvm_vcpu *vcpu, int r, u64 gpa)
-{
-	TEST_ASSERT_EQ(r, -1);
-	TEST_ASSERT_EQ(errno, EFAULT);
-	TEST_ASSERT_EQ(vcpu->run->exit_reason, KVM_EXIT_MEMORY_FAULT);
-	TEST_ASSERT_EQ(vcpu->run->memory_fault.flags,
-		       KVM_MEMORY_EXIT_FLAG_NOT_PRESENT);
-	TEST_ASSERT_EQ(vcpu->run->memory_fault.gpa, gpa);
-	TEST_ASSERT_EQ(vcpu->run->memory_fault.size, PAGE_SIZE);
-}
-
 /* @n "not present" and @n "page ready" seen by the guest, @n injected. */
 static void assert_async_counts(struct apf_vm *t, u64 n)
 {
@@ -325,17 +301,9 @@ static void assert_async_counts(struct apf_vm *t, u64 n)
 	TEST_ASSERT_EQ(vcpu_get_stat(t->vcpu, gmem_async_injected), n);
 }
 
-static struct kvm_gmem_presence_stats get_stats(int gmem)
-{
-	struct kvm_gmem_presence_stats st;
-
-	TEST_ASSERT(!ioctl(gmem, KVM_GMEM_PRESENCE_STATS, &st), "stats");
-	return st;
-}
-
 static u64 get_stats_notifications(int gmem)
 {
-	return get_stats(gmem).notifications;
+	return gmem_presence_stats(gmem).notifications;
 }
 
 static void *vcpu_thread(void *arg)
@@ -358,7 +326,7 @@ static u64 run_with_missing_page(struct apf_vm *t, int ms)
 	populate(t->gmem);
 	pthread_join(th, &ret);
 	TEST_ASSERT_EQ((long)ret, 0);
-	assert_done(t->vcpu);
+	gmem_presence_assert_done(t->vcpu);
 	sync_global_from_guest(t->vm, progress_b);
 	return progress_b;
 }
@@ -439,7 +407,7 @@ TEST(fallback_guest_disabled)
 	ASSERT_TRUE(wait_record(t.nfd, 0));
 	populate(t.gmem);
 	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
 	apf_vm_free(&t);
 }
 
@@ -464,7 +432,7 @@ static void run_populating_later(struct apf_vm *t)
 	run_until_sync(t->vcpu);
 	pthread_create(&th, NULL, populate_later, t);
 	vcpu_run(t->vcpu);
-	assert_done(t->vcpu);
+	gmem_presence_assert_done(t->vcpu);
 	pthread_join(th, NULL);
 	sync_global_from_guest(t->vm, nr_not_present);
 }
@@ -530,8 +498,8 @@ TEST(fallback_queue_full)
 	vm_install_exception_handler(t.vm, PF_VECTOR, NULL);
 	run_until_sync(t.vcpu);
 
-	assert_not_present_exit(t.vcpu, __vcpu_run(t.vcpu),
-				TEST_GPA + (QF_PAGES - 1) * PAGE_SIZE);
+	gmem_presence_assert_exit(t.vcpu, __vcpu_run(t.vcpu),
+				  TEST_GPA + (QF_PAGES - 1) * PAGE_SIZE, 0);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), QF_PAGES - 1);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallback_queue_full), 1);
@@ -540,7 +508,7 @@ TEST(fallback_queue_full)
 
 	populate_pages(t.gmem, QF_PAGES);
 	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
 	sync_global_from_guest(t.vm, nr_not_present);
 	sync_global_from_guest(t.vm, nr_ready);
 	ASSERT_EQ(nr_not_present, QF_PAGES - 1);
@@ -566,7 +534,7 @@ TEST(fallback_nested)
 		      APF_EN_FULL, svm_gva);
 	run_until_sync(t.vcpu);
 
-	assert_not_present_exit(t.vcpu, __vcpu_run(t.vcpu), TEST_GPA);
+	gmem_presence_assert_exit(t.vcpu, __vcpu_run(t.vcpu), TEST_GPA, 0);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_injected), 0);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallbacks), 1);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_fallback_nested), 1);
@@ -574,7 +542,7 @@ TEST(fallback_nested)
 
 	populate(t.gmem);
 	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
 	sync_global_from_guest(t.vm, nr_not_present);
 	ASSERT_EQ(nr_not_present, 0);
 	apf_vm_free(&t);
@@ -613,7 +581,7 @@ TEST(prefetch_not_async)
 	vcpu_ioctl(t.vcpu, KVM_PRE_FAULT_MEMORY, &range);
 	ASSERT_EQ(range.size, 0);
 	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
 	sync_global_from_guest(t.vm, nr_not_present);
 	ASSERT_EQ(nr_not_present, 0);
 	apf_vm_free(&t);
@@ -641,7 +609,7 @@ TEST(teardown_msr_disable)
 
 	populate(t.gmem);
 	vcpu_run(t.vcpu);
-	assert_done(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
 	apf_vm_free(&t);
 }
 
@@ -691,7 +659,7 @@ static void rearm_pending(bool punch)
 	populate(t.gmem);
 	pthread_join(th, &ret);
 	TEST_ASSERT_EQ((long)ret, 0);
-	assert_done(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
 
 	assert_async_counts(&t, 2);
 	TEST_ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 2);
@@ -748,9 +716,9 @@ TEST(teardown_vcpu_reset)
 	ASSERT_EQ(regs.rip, 0xfff0);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 0);
 
-	wakeups = get_stats(t.gmem).wakeups;
+	wakeups = gmem_presence_stats(t.gmem).wakeups;
 	populate(t.gmem);
-	ASSERT_EQ(get_stats(t.gmem).wakeups, wakeups);
+	ASSERT_EQ(gmem_presence_stats(t.gmem).wakeups, wakeups);
 	ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 0);
 	apf_vm_free(&t);
 }
