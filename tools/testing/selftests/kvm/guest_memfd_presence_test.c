@@ -8,7 +8,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -40,80 +39,40 @@ static u64 gmem_flags_shared = GUEST_MEMFD_FLAG_MMAP |
 			       GUEST_MEMFD_FLAG_INIT_SHARED |
 			       GUEST_MEMFD_FLAG_PRESENCE;
 
-static int __set_present(int fd, u64 offset, u64 size, u64 flags, void *src,
-			 u64 *done)
-{
-	struct kvm_memory_present args = {
-		.offset = offset,
-		.size = size,
-		.flags = flags,
-		.src = (u64)src,
-	};
-	int r;
-
-	r = ioctl(fd, KVM_SET_MEMORY_PRESENT, &args);
-	if (done)
-		*done = args.done;
-	return r;
-}
-
 /* The errno of a failing KVM_SET_MEMORY_PRESENT, 0 if it succeeded. */
-static int set_present_errno(int fd, u64 offset, u64 size, u64 flags,
-			     void *src)
+static int set_present_errno(int fd, u64 offset, u64 size, u32 op, void *src)
 {
 	errno = 0;
-	return __set_present(fd, offset, size, flags, src, NULL) ? errno : 0;
+	return __gmem_set_present(fd, offset, size, op, src, NULL) ? errno : 0;
 }
 
 static void set_present(int fd, u64 offset, u64 size)
 {
-	int r = __set_present(fd, offset, size, 0, NULL, NULL);
-
-	TEST_ASSERT(!r, KVM_IOCTL_ERROR(KVM_SET_MEMORY_PRESENT, r));
+	gmem_set_present(fd, offset, size, KVM_MEMORY_PRESENT_MARK);
 }
 
 /* Copy in one page filled with PATTERN(page index). */
 static void copy_in_page(int fd, u64 page)
 {
 	u64 *buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
-	u64 done;
-	int i, r;
+	int i;
 
 	for (i = 0; i < PAGE_SIZE / 8; i++)
 		buf[i] = PATTERN(page);
-	r = __set_present(fd, page * PAGE_SIZE, PAGE_SIZE,
-			  KVM_MEMORY_PRESENT_COPY, buf, &done);
-	TEST_ASSERT(!r, KVM_IOCTL_ERROR(KVM_SET_MEMORY_PRESENT, r));
-	TEST_ASSERT_EQ(done, PAGE_SIZE);
+	gmem_copy_in(fd, page * PAGE_SIZE, buf, PAGE_SIZE);
 	free(buf);
 }
 
-static void clear_present(int fd, u64 offset, u64 size)
+/* Not present again, contents kept (shared memory only). */
+static void rearm(int fd, u64 offset, u64 size)
 {
-	int r = __set_present(fd, offset, size, KVM_MEMORY_PRESENT_CLEAR,
-			      NULL, NULL);
-
-	TEST_ASSERT(!r, KVM_IOCTL_ERROR(KVM_SET_MEMORY_PRESENT, r));
+	gmem_set_present(fd, offset, size, KVM_MEMORY_PRESENT_REARM);
 }
 
-static int notify_fd(int gmem, u32 flags)
+/* Contents freed, not present again. */
+static void discard(int fd, u64 offset, u64 size)
 {
-	struct kvm_gmem_notify_fd args = { .flags = flags };
-
-	return ioctl(gmem, KVM_GMEM_GET_NOTIFY_FD, &args);
-}
-
-/* Wait up to @ms for one record; false if none came. */
-static bool read_event(int nfd, struct kvm_gmem_presence_event *ev, int ms)
-{
-	struct pollfd pfd = { .fd = nfd, .events = POLLIN };
-	ssize_t n;
-
-	if (poll(&pfd, 1, ms) <= 0)
-		return false;
-	n = read(nfd, ev, sizeof(*ev));
-	TEST_ASSERT(n == sizeof(*ev), "read notify fd: %zd errno %d", n, errno);
-	return true;
+	gmem_set_present(fd, offset, size, KVM_MEMORY_PRESENT_DISCARD);
 }
 
 static void set_policy(struct kvm_vm *vm, u64 policy)
@@ -155,19 +114,25 @@ static void guest_read_pages(u64 gpa, u64 npages)
 
 TEST(capabilities)
 {
+	const u64 policies = KVM_GMEM_PRESENCE_EXIT | KVM_GMEM_PRESENCE_WAIT |
+			     KVM_GMEM_PRESENCE_ASYNC;
 	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_gmem_presence_stats st;
 	int fd;
 
-	ASSERT_EQ(kvm_check_cap(KVM_CAP_GUEST_MEMFD_PRESENCE),
-		  BIT(KVM_GMEM_PRESENCE_EXIT) | BIT(KVM_GMEM_PRESENCE_WAIT) |
-		  BIT(KVM_GMEM_PRESENCE_ASYNC));
+	/* The supported policies, one bit each, on /dev/kvm and the VM. */
+	ASSERT_EQ(kvm_check_cap(KVM_CAP_GUEST_MEMFD_PRESENCE), policies);
+	ASSERT_EQ(vm_check_cap(vm, KVM_CAP_GUEST_MEMFD_PRESENCE), policies);
 	ASSERT_TRUE(vm_check_cap(vm, KVM_CAP_GUEST_MEMFD_FLAGS) &
 		    GUEST_MEMFD_FLAG_PRESENCE);
 
 	/* With and without mmap; a new guest_memfd has nothing present. */
 	fd = vm_create_guest_memfd(vm, TEST_SIZE, GUEST_MEMFD_FLAG_PRESENCE);
-	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 0);
-	ASSERT_EQ(gmem_presence_stats(fd).nr_pages, TEST_NPAGES);
+	st = gmem_presence_stats(fd);
+	ASSERT_EQ(st.nr_present, 0);
+	ASSERT_EQ(st.nr_pages, TEST_NPAGES);
+	ASSERT_EQ(st.events_queued, 0);
+	ASSERT_EQ(st.flags, 0);
 	close(fd);
 	fd = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
 	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 0);
@@ -177,50 +142,88 @@ TEST(capabilities)
 
 TEST(invalid_inputs)
 {
+	const u32 ops[] = {
+		KVM_MEMORY_PRESENT_MARK, KVM_MEMORY_PRESENT_COPY,
+		KVM_MEMORY_PRESENT_DISCARD, KVM_MEMORY_PRESENT_REARM,
+		KVM_MEMORY_PRESENT_FINISH,
+	};
+	const u32 bad_notify_flags[] = { BIT(1), BIT(7), BIT(31) };
+	struct kvm_enable_cap cap = {
+		.cap = KVM_CAP_GUEST_MEMFD_PRESENCE,
+		.args = { KVM_GMEM_PRESENCE_WAIT, KVM_GMEM_PRESENCE_EXIT },
+	};
 	struct kvm_vm *vm = vm_create_barebones();
 	struct kvm_memory_present_bitmap bm = { 0 };
 	struct kvm_gmem_notify_fd nf = { 0 };
-	u64 bitmap[2];
+	u64 bitmap[2], done;
 	static char buf[2 * PAGE_SIZE];
-	int fd, plain, efd;
+	int fd, plain, priv, efd, nfd, i;
 
 	fd = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
 
 	/* Unaligned, empty, overflowing, beyond the end. */
-	ASSERT_EQ(set_present_errno(fd, 1, PAGE_SIZE, 0, NULL), EINVAL);
-	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE + 1, 0, NULL), EINVAL);
-	ASSERT_EQ(set_present_errno(fd, 0, 0, 0, NULL), EINVAL);
-	ASSERT_EQ(set_present_errno(fd, PAGE_SIZE, -PAGE_SIZE, 0, NULL), EINVAL);
-	ASSERT_EQ(set_present_errno(fd, 0, TEST_SIZE + PAGE_SIZE, 0, NULL), EINVAL);
-	ASSERT_EQ(set_present_errno(fd, TEST_SIZE, PAGE_SIZE, 0, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 1, PAGE_SIZE, KVM_MEMORY_PRESENT_MARK,
+				    NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE + 1,
+				    KVM_MEMORY_PRESENT_MARK, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, 0, KVM_MEMORY_PRESENT_MARK, NULL),
+		  EINVAL);
+	ASSERT_EQ(set_present_errno(fd, PAGE_SIZE, -PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_MARK, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, TEST_SIZE + PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_MARK, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, TEST_SIZE, PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_MARK, NULL), EINVAL);
 
-	/* Unknown or contradictory flags, a source without COPY, a bad one. */
-	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, BIT(5), NULL), EINVAL);
-	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_COPY |
-				    KVM_MEMORY_PRESENT_CLEAR, buf), EINVAL);
-	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, 0, buf), EINVAL);
+	/* No op, unknown ops, a source without COPY, a bad source. */
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, 0, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_FINISH + 1, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, ~0u, NULL), EINVAL);
+	for (i = 0; i < ARRAY_SIZE(ops); i++) {
+		if (ops[i] == KVM_MEMORY_PRESENT_COPY)
+			continue;
+		ASSERT_EQ(set_present_errno(fd, 0, TEST_SIZE, ops[i], buf),
+			  EINVAL);
+	}
 	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_COPY,
 				    (void *)8), EFAULT);
 	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 0);
 
-	/* Non-zero reserved fields. */
-	{
-		struct kvm_memory_present a = { .size = PAGE_SIZE, .reserved[2] = 1 };
+	/* Non-zero flags or reserved fields, whatever the op. */
+	for (i = 0; i < ARRAY_SIZE(ops); i++) {
+		struct kvm_memory_present a = {
+			.size = PAGE_SIZE, .op = ops[i], .flags = 1,
+		};
 
 		ASSERT_EQ(ioctl(fd, KVM_SET_MEMORY_PRESENT, &a), -1);
 		ASSERT_EQ(errno, EINVAL);
+		a.flags = 0;
+		a.reserved[2] = 1;
+		ASSERT_EQ(ioctl(fd, KVM_SET_MEMORY_PRESENT, &a), -1);
+		ASSERT_EQ(errno, EINVAL);
 	}
+	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 0);
+
+	/* FINISH covers the whole file, once everything is present. */
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_FINISH,
+				    NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, PAGE_SIZE, TEST_SIZE - PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_FINISH, NULL), EINVAL);
+	done = ~0ull;
+	ASSERT_EQ(__gmem_set_present(fd, 0, TEST_SIZE,
+				     KVM_MEMORY_PRESENT_FINISH, NULL, &done), -1);
+	ASSERT_EQ(errno, EBUSY);
+	ASSERT_EQ(done, 0);
+	ASSERT_EQ(gmem_presence_stats(fd).flags, 0);
 
 	/* COPY onto a present page: EEXIST, and progress says where. */
 	set_present(fd, PAGE_SIZE, PAGE_SIZE);
-	{
-		u64 done = ~0ull;
-
-		ASSERT_EQ(__set_present(fd, 0, 2 * PAGE_SIZE,
-					KVM_MEMORY_PRESENT_COPY, buf, &done), -1);
-		ASSERT_EQ(errno, EEXIST);
-		ASSERT_EQ(done, PAGE_SIZE);
-	}
+	done = ~0ull;
+	ASSERT_EQ(__gmem_set_present(fd, 0, 2 * PAGE_SIZE,
+				     KVM_MEMORY_PRESENT_COPY, buf, &done), -1);
+	ASSERT_EQ(errno, EEXIST);
+	ASSERT_EQ(done, PAGE_SIZE);
 
 	bm.offset = 0;
 	bm.size = TEST_SIZE;
@@ -237,108 +240,215 @@ TEST(invalid_inputs)
 	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), -1);
 	ASSERT_EQ(errno, EFAULT);
 
-	nf.flags = BIT(7);
+	/* Notification fd flags: O_NONBLOCK, O_CLOEXEC, KVM_GMEM_NOTIFY_PID. */
+	for (i = 0; i < ARRAY_SIZE(bad_notify_flags); i++) {
+		nf.flags = bad_notify_flags[i];
+		ASSERT_EQ(ioctl(fd, KVM_GMEM_GET_NOTIFY_FD, &nf), -1);
+		ASSERT_EQ(errno, EINVAL);
+	}
+	nf.flags = 0;
+	nf.pad = 1;
 	ASSERT_EQ(ioctl(fd, KVM_GMEM_GET_NOTIFY_FD, &nf), -1);
 	ASSERT_EQ(errno, EINVAL);
-	nf.flags = 0;
+	nf.pad = 0;
 	nf.reserved[0] = 1;
 	ASSERT_EQ(ioctl(fd, KVM_GMEM_GET_NOTIFY_FD, &nf), -1);
 	ASSERT_EQ(errno, EINVAL);
+	nfd = gmem_notify_fd(fd, O_NONBLOCK | O_CLOEXEC | KVM_GMEM_NOTIFY_PID);
+	ASSERT_GE(nfd, 0);
+	ASSERT_EQ(fcntl(nfd, F_GETFL) & O_NONBLOCK, O_NONBLOCK);
+	ASSERT_EQ(fcntl(nfd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+	close(nfd);
 
 	/* Short reads of the notification fd. */
-	{
-		int nfd = notify_fd(fd, KVM_GMEM_NOTIFY_NONBLOCK);
+	nfd = gmem_notify_fd(fd, O_NONBLOCK);
+	ASSERT_GE(nfd, 0);
+	ASSERT_EQ(fcntl(nfd, F_GETFD) & FD_CLOEXEC, 0);
+	ASSERT_EQ(read(nfd, buf, 8), -1);
+	ASSERT_EQ(errno, EINVAL);
+	ASSERT_EQ(read(nfd, buf, sizeof(struct kvm_gmem_presence_event) - 1), -1);
+	ASSERT_EQ(errno, EINVAL);
+	ASSERT_EQ(read(nfd, buf, sizeof(struct kvm_gmem_presence_event)), -1);
+	ASSERT_EQ(errno, EAGAIN);
+	close(nfd);
 
-		ASSERT_GE(nfd, 0);
-		ASSERT_EQ(read(nfd, buf, 8), -1);
-		ASSERT_EQ(errno, EINVAL);
-		ASSERT_EQ(read(nfd, buf, sizeof(struct kvm_gmem_presence_event)), -1);
-		ASSERT_EQ(errno, EAGAIN);
-		close(nfd);
-	}
+	/* Private memory can't keep its contents across a re-arm. */
+	priv = vm_create_guest_memfd(vm, TEST_SIZE, GUEST_MEMFD_FLAG_PRESENCE);
+	ASSERT_EQ(set_present_errno(priv, 0, PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_REARM, NULL), EPERM);
+	ASSERT_EQ(set_present_errno(priv, 0, PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_DISCARD, NULL), 0);
+
+	/* Once tracking has finished, nothing can be made not present. */
+	set_present(priv, 0, TEST_SIZE);
+	gmem_set_present(priv, 0, TEST_SIZE, KVM_MEMORY_PRESENT_FINISH);
+	ASSERT_EQ(gmem_presence_stats(priv).flags, KVM_GMEM_PRESENCE_FINISHED);
+	ASSERT_EQ(set_present_errno(priv, 0, PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_DISCARD, NULL), EINVAL);
+	set_present(fd, 0, TEST_SIZE);
+	gmem_set_present(fd, 0, TEST_SIZE, KVM_MEMORY_PRESENT_FINISH);
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_REARM, NULL), EINVAL);
+	ASSERT_EQ(set_present_errno(fd, 0, PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_DISCARD, NULL), EINVAL);
+	ASSERT_EQ(gmem_presence_stats(fd).nr_present, TEST_NPAGES);
 
 	/* Wrong kinds of fd: no presence, not a guest_memfd, closed. */
 	plain = vm_create_guest_memfd(vm, TEST_SIZE, 0);
-	ASSERT_EQ(__set_present(plain, 0, PAGE_SIZE, 0, NULL, NULL), -1);
-	ASSERT_EQ(errno, ENOTTY);
+	ASSERT_EQ(set_present_errno(plain, 0, PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_MARK, NULL), ENOTTY);
 	efd = eventfd(0, 0);
-	ASSERT_EQ(__set_present(efd, 0, PAGE_SIZE, 0, NULL, NULL), -1);
-	ASSERT_EQ(errno, ENOTTY);
+	ASSERT_EQ(set_present_errno(efd, 0, PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_MARK, NULL), ENOTTY);
 	close(efd);
-	ASSERT_EQ(__set_present(efd, 0, PAGE_SIZE, 0, NULL, NULL), -1);
-	ASSERT_EQ(errno, EBADF);
+	ASSERT_EQ(set_present_errno(efd, 0, PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_MARK, NULL), EBADF);
 
-	/* Policies. */
+	/* Policies: exactly one bit; a fallback (EXIT or WAIT) only for ASYNC. */
+	ASSERT_EQ(__vm_enable_cap(vm, KVM_CAP_GUEST_MEMFD_PRESENCE, 0), -1);
+	ASSERT_EQ(errno, EINVAL);
 	ASSERT_EQ(__vm_enable_cap(vm, KVM_CAP_GUEST_MEMFD_PRESENCE, 7), -1);
 	ASSERT_EQ(errno, EINVAL);
-	{
-		struct kvm_enable_cap cap = {
-			.cap = KVM_CAP_GUEST_MEMFD_PRESENCE,
-			.args = { KVM_GMEM_PRESENCE_WAIT, 1 },
-		};
-
-		ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
-		ASSERT_EQ(errno, EINVAL);
-		/* ASYNC takes EXIT or WAIT as its fallback, nothing else. */
-		cap.args[0] = KVM_GMEM_PRESENCE_ASYNC;
-		cap.args[1] = KVM_GMEM_PRESENCE_ASYNC;
-		ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
-		ASSERT_EQ(errno, EINVAL);
-		cap.args[1] = KVM_GMEM_PRESENCE_WAIT;
-		ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
-	}
+	ASSERT_EQ(__vm_enable_cap(vm, KVM_CAP_GUEST_MEMFD_PRESENCE,
+				  KVM_GMEM_PRESENCE_EXIT |
+				  KVM_GMEM_PRESENCE_WAIT), -1);
+	ASSERT_EQ(errno, EINVAL);
+	ASSERT_EQ(__vm_enable_cap(vm, KVM_CAP_GUEST_MEMFD_PRESENCE, BIT(3)), -1);
+	ASSERT_EQ(errno, EINVAL);
+	/* WAIT with a fallback. */
+	ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
+	ASSERT_EQ(errno, EINVAL);
+	/* ASYNC takes EXIT or WAIT as its fallback, nothing else. */
+	cap.args[0] = KVM_GMEM_PRESENCE_ASYNC;
+	cap.args[1] = KVM_GMEM_PRESENCE_ASYNC;
+	ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
+	ASSERT_EQ(errno, EINVAL);
+	cap.args[1] = 0;
+	ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
+	ASSERT_EQ(errno, EINVAL);
+	cap.args[1] = KVM_GMEM_PRESENCE_EXIT | KVM_GMEM_PRESENCE_WAIT;
+	ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
+	ASSERT_EQ(errno, EINVAL);
+	cap.args[1] = KVM_GMEM_PRESENCE_WAIT;
+	cap.args[2] = 1;
+	ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
+	ASSERT_EQ(errno, EINVAL);
+	cap.args[2] = 0;
+	cap.args[3] = 1;
+	ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
+	ASSERT_EQ(errno, EINVAL);
+	cap.args[3] = 0;
+	cap.flags = 1;
+	ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), -1);
+	ASSERT_EQ(errno, EINVAL);
+	cap.flags = 0;
+	ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
+	cap.args[1] = KVM_GMEM_PRESENCE_EXIT;
+	ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
+	ASSERT_EQ(__vm_enable_cap(vm, KVM_CAP_GUEST_MEMFD_PRESENCE,
+				  KVM_GMEM_PRESENCE_WAIT), 0);
+	ASSERT_EQ(__vm_enable_cap(vm, KVM_CAP_GUEST_MEMFD_PRESENCE,
+				  KVM_GMEM_PRESENCE_EXIT), 0);
 
 	close(plain);
+	close(priv);
 	close(fd);
 	kvm_vm_free(vm);
 }
 
-/* The ioctl number carries the structure size, so the structures can grow. */
+/*
+ * ioctls are matched by their full number, which carries the structure's
+ * size: a structure that grows gets a new number, so any other size is an
+ * unknown ioctl, and nothing is done.
+ */
 TEST(struct_sizes)
 {
 	struct kvm_vm *vm = vm_create_barebones();
 	struct {
 		struct kvm_memory_present args;
 		u64 tail;
-	} big = { .args = { .size = PAGE_SIZE } };
+	} big = { .args = { .size = PAGE_SIZE, .op = KVM_MEMORY_PRESENT_MARK } };
 	struct {
 		struct kvm_gmem_presence_stats st;
 		u64 tail;
 	} bigst;
+	const unsigned long nrs[] = { 0xd6, 0xd7, 0xd8, 0xd9 };
 	const unsigned long set_big = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0xd6,
 					   sizeof(big));
 	const unsigned long stats_big = _IOC(_IOC_READ, KVMIO, 0xd9,
 					     sizeof(bigst));
 	int gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
+	struct kvm_memory_present args = {
+		.size = PAGE_SIZE,
+		.op = KVM_MEMORY_PRESENT_MARK,
+	};
 	u64 small[1] = { 0 };
+	int i;
 
-	/* Shorter than the first version: EINVAL. */
-	errno = 0;
-	ASSERT_EQ(ioctl(gmem, _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0xd6,
-				   sizeof(small)), small), -1);
-	ASSERT_EQ(errno, EINVAL);
-	errno = 0;
-	ASSERT_EQ(ioctl(gmem, _IOC(_IOC_READ, KVMIO, 0xd9, sizeof(small)),
-			small), -1);
-	ASSERT_EQ(errno, EINVAL);
+	/* The ABI. */
+	ASSERT_EQ(sizeof(struct kvm_memory_present), 64);
+	ASSERT_EQ(sizeof(struct kvm_memory_present_bitmap), 64);
+	ASSERT_EQ(sizeof(struct kvm_gmem_notify_fd), 32);
+	ASSERT_EQ(sizeof(struct kvm_gmem_presence_event), 48);
+	ASSERT_EQ(sizeof(struct kvm_gmem_presence_stats), 128);
+	ASSERT_EQ(_IOC_SIZE(KVM_SET_MEMORY_PRESENT),
+		  sizeof(struct kvm_memory_present));
+	ASSERT_EQ(_IOC_SIZE(KVM_GET_MEMORY_PRESENT),
+		  sizeof(struct kvm_memory_present_bitmap));
+	ASSERT_EQ(_IOC_SIZE(KVM_GMEM_GET_NOTIFY_FD),
+		  sizeof(struct kvm_gmem_notify_fd));
+	ASSERT_EQ(_IOC_SIZE(KVM_GMEM_PRESENCE_STATS),
+		  sizeof(struct kvm_gmem_presence_stats));
 
-	/* Longer, with a non-zero tail the kernel doesn't know: EINVAL. */
-	big.tail = 1;
+	/* Shorter or longer than the structure, any direction: ENOTTY. */
+	for (i = 0; i < ARRAY_SIZE(nrs); i++) {
+		errno = 0;
+		ASSERT_EQ(ioctl(gmem, _IOC(_IOC_READ | _IOC_WRITE, KVMIO,
+					   nrs[i], sizeof(small)), small), -1);
+		ASSERT_EQ(errno, ENOTTY);
+		errno = 0;
+		ASSERT_EQ(ioctl(gmem, _IOC(_IOC_READ, KVMIO, nrs[i],
+					   sizeof(small)), small), -1);
+		ASSERT_EQ(errno, ENOTTY);
+		errno = 0;
+		ASSERT_EQ(ioctl(gmem, _IOC(_IOC_WRITE, KVMIO, nrs[i],
+					   sizeof(big)), &big), -1);
+		ASSERT_EQ(errno, ENOTTY);
+	}
+
+	/* Longer, even with a zero tail: ENOTTY, and nothing marked. */
+	big.tail = 0;
 	errno = 0;
 	ASSERT_EQ(ioctl(gmem, set_big, &big), -1);
-	ASSERT_EQ(errno, EINVAL);
+	ASSERT_EQ(errno, ENOTTY);
+	ASSERT_EQ(gmem_presence_stats(gmem).nr_present, 0);
 
-	/* Longer with a zero tail: accepted. */
-	big.tail = 0;
-	ASSERT_EQ(ioctl(gmem, set_big, &big), 0);
-	ASSERT_EQ(big.args.done, PAGE_SIZE);
+	/* The right size but the wrong direction is another ioctl too. */
+	errno = 0;
+	ASSERT_EQ(ioctl(gmem, _IOW(KVMIO, 0xd6, struct kvm_memory_present),
+			&args), -1);
+	ASSERT_EQ(errno, ENOTTY);
+	ASSERT_EQ(gmem_presence_stats(gmem).nr_present, 0);
 
-	/* A longer output structure gets its unknown tail zeroed. */
+	/* A longer output structure is not written to. */
 	memset(&bigst, 0xff, sizeof(bigst));
-	ASSERT_EQ(ioctl(gmem, stats_big, &bigst), 0);
-	ASSERT_EQ(bigst.st.nr_pages, TEST_NPAGES);
-	ASSERT_EQ(bigst.st.nr_present, 1);
-	ASSERT_EQ(bigst.tail, 0);
+	errno = 0;
+	ASSERT_EQ(ioctl(gmem, stats_big, &bigst), -1);
+	ASSERT_EQ(errno, ENOTTY);
+	ASSERT_EQ(bigst.st.nr_pages, ~0ull);
+	ASSERT_EQ(bigst.tail, ~0ull);
+
+	/* An unknown ioctl. */
+	errno = 0;
+	ASSERT_EQ(ioctl(gmem, _IOWR(KVMIO, 0xda, struct kvm_memory_present),
+			&args), -1);
+	ASSERT_EQ(errno, ENOTTY);
+
+	/* The exact numbers work. */
+	ASSERT_EQ(ioctl(gmem, KVM_SET_MEMORY_PRESENT, &args), 0);
+	ASSERT_EQ(args.done, PAGE_SIZE);
+	ASSERT_EQ(gmem_presence_stats(gmem).nr_present, 1);
+	ASSERT_EQ(gmem_presence_stats(gmem).nr_pages, TEST_NPAGES);
 
 	close(gmem);
 	kvm_vm_free(vm);
@@ -348,12 +458,16 @@ TEST(bitmap_and_rearm)
 {
 	struct kvm_vm *vm = vm_create_barebones();
 	struct kvm_memory_present_bitmap bm = { 0 };
-	/* A multi-TiB guest_memfd costs two bits per page, nothing per fault. */
+	/*
+	 * A multi-TiB guest_memfd costs three bits per page, nothing per
+	 * fault.  Shared, so that its pages can be re-armed.
+	 */
 	const u64 big = 2ull << 40;
 	u64 bitmap[2] = { 0 };
+	u64 *mem;
 	int fd;
 
-	fd = vm_create_guest_memfd(vm, big, GUEST_MEMFD_FLAG_PRESENCE);
+	fd = vm_create_guest_memfd(vm, big, gmem_flags_shared);
 	set_present(fd, 0, 3 * PAGE_SIZE);
 	set_present(fd, 70 * PAGE_SIZE, PAGE_SIZE);
 	set_present(fd, big - PAGE_SIZE, PAGE_SIZE);
@@ -380,20 +494,46 @@ TEST(bitmap_and_rearm)
 	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 5);
 	ASSERT_EQ(gmem_presence_stats(fd).nr_pages, big / PAGE_SIZE);
 
-	clear_present(fd, PAGE_SIZE, PAGE_SIZE);
-	/* Clearing what isn't present is allowed too. */
-	clear_present(fd, 5 * PAGE_SIZE, 2 * PAGE_SIZE);
+	rearm(fd, PAGE_SIZE, PAGE_SIZE);
+	/* Re-arming what isn't present is allowed too. */
+	rearm(fd, 5 * PAGE_SIZE, 2 * PAGE_SIZE);
 	bm.offset = 0;
 	bm.size = 64 * PAGE_SIZE;
 	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), 0);
 	ASSERT_EQ(bitmap[0], 0x5);
 
-	/* Punching a hole re-arms, and may reach past the end of the file. */
+	/* Discarding frees the contents: present again, the page is zero. */
+	mem = kvm_mmap(3 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
+	WRITE_ONCE(mem[0], PATTERN(0));
+	WRITE_ONCE(mem[2 * PAGE_SIZE / 8], PATTERN(2));
+	discard(fd, 2 * PAGE_SIZE, PAGE_SIZE);
+	ASSERT_FALSE(gmem_page_present(fd, 2 * PAGE_SIZE));
+	set_present(fd, 2 * PAGE_SIZE, PAGE_SIZE);
+	ASSERT_EQ(READ_ONCE(mem[2 * PAGE_SIZE / 8]), 0);
+	kvm_munmap(mem, 3 * PAGE_SIZE);
+
+	/* A plain punch-hole frees the contents but doesn't re-arm. */
+	gmem_assert_punch_keeps_present(fd, 0);
+	ASSERT_EQ(ioctl(fd, KVM_GET_MEMORY_PRESENT, &bm), 0);
+	ASSERT_EQ(bitmap[0], 0x5);
+
+	/*
+	 * Discarding re-arms, within the file; a plain punch-hole may reach
+	 * past the end of the file, and re-arms nothing.
+	 */
+	ASSERT_EQ(set_present_errno(fd, big - PAGE_SIZE, 64 * PAGE_SIZE,
+				    KVM_MEMORY_PRESENT_DISCARD, NULL), EINVAL);
+	discard(fd, big - PAGE_SIZE, PAGE_SIZE);
+	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 3);
 	ASSERT_EQ(fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
-			    big - PAGE_SIZE, 64 * PAGE_SIZE), 0);
+			    70 * PAGE_SIZE, PAGE_SIZE), 0);
+	ASSERT_EQ(fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+			    big - 2 * PAGE_SIZE, 64 * PAGE_SIZE), 0);
 	ASSERT_EQ(fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
 			    big, 1ull << 40), 0);
 	ASSERT_EQ(gmem_presence_stats(fd).nr_present, 3);
+	ASSERT_TRUE(gmem_page_present(fd, 70 * PAGE_SIZE));
+	ASSERT_FALSE(gmem_page_present(fd, big - PAGE_SIZE));
 
 	close(fd);
 	kvm_vm_free(vm);
@@ -419,7 +559,8 @@ TEST(large_range_progress)
 	signal(SIGALRM, count_signal);
 	setitimer(ITIMER_REAL, &it, NULL);
 	while (offset < size) {
-		r = __set_present(fd, offset, size - offset, 0, NULL, &done);
+		r = __gmem_set_present(fd, offset, size - offset,
+				       KVM_MEMORY_PRESENT_MARK, NULL, &done);
 		if (r) {
 			ASSERT_EQ(errno, EINTR);
 			ASSERT_LT(done, size - offset);
@@ -450,14 +591,16 @@ TEST(exit_policy)
 	u64 i;
 
 	pvm_create(&t, guest_read_pages, false);
-	nfd = notify_fd(t.gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+	nfd = gmem_notify_fd(t.gmem, O_NONBLOCK | KVM_GMEM_NOTIFY_PID);
 	ASSERT_GE(nfd, 0);
 
 	for (i = 0; i < TEST_NPAGES; i++) {
 		r = _vcpu_run(t.vcpu);
 		gmem_presence_assert_exit(t.vcpu, r, TEST_GPA + i * PAGE_SIZE, 0);
 
-		ASSERT_TRUE(read_event(nfd, &ev, 0));
+		ASSERT_EQ(gmem_presence_stats(t.gmem).events_queued, 1);
+		ASSERT_TRUE(gmem_read_event(nfd, &ev, 0));
+		ASSERT_EQ(gmem_presence_stats(t.gmem).events_queued, 0);
 		ASSERT_EQ(ev.offset, i * PAGE_SIZE);
 		ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_VCPU);
 		ASSERT_EQ(ev.vcpu_id, 0);
@@ -467,7 +610,7 @@ TEST(exit_policy)
 		/* Running again without populating: same exit, no record. */
 		r = _vcpu_run(t.vcpu);
 		gmem_presence_assert_exit(t.vcpu, r, TEST_GPA + i * PAGE_SIZE, 0);
-		ASSERT_FALSE(read_event(nfd, &ev, 0));
+		ASSERT_FALSE(gmem_read_event(nfd, &ev, 0));
 
 		copy_in_page(t.gmem, i);
 	}
@@ -492,23 +635,49 @@ TEST(rearm_renotifies)
 	u64 i;
 
 	pvm_create(&t, guest_read_pages, false);
-	nfd = notify_fd(t.gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+	nfd = gmem_notify_fd(t.gmem, O_NONBLOCK);
 	for (i = 0; i < TEST_NPAGES; i++)
 		copy_in_page(t.gmem, i);
 	vcpu_run(t.vcpu);
 	gmem_presence_assert_done(t.vcpu);
-	ASSERT_FALSE(read_event(nfd, &ev, 0));
+	ASSERT_FALSE(gmem_read_event(nfd, &ev, 0));
 
 	/* The stage-2 mapping must go: the guest faults again. */
-	clear_present(t.gmem, 3 * PAGE_SIZE, PAGE_SIZE);
+	rearm(t.gmem, 3 * PAGE_SIZE, PAGE_SIZE);
 	vcpu_args_set(t.vcpu, 2, TEST_GPA, TEST_NPAGES);
 	vcpu_arch_set_entry_point(t.vcpu, guest_read_pages);
 	r = _vcpu_run(t.vcpu);
 	gmem_presence_assert_exit(t.vcpu, r, TEST_GPA + 3 * PAGE_SIZE, 0);
-	ASSERT_TRUE(read_event(nfd, &ev, 0));
+	ASSERT_TRUE(gmem_read_event(nfd, &ev, 0));
 	ASSERT_EQ(ev.offset, 3 * PAGE_SIZE);
+	/* Without KVM_GMEM_NOTIFY_PID, records name no process. */
+	ASSERT_EQ(ev.pid, 0);
+	ASSERT_EQ(gmem_presence_stats(t.gmem).notifications, 1);
 
 	/* Contents survive a re-arm: marking present again is enough. */
+	set_present(t.gmem, 3 * PAGE_SIZE, PAGE_SIZE);
+	vcpu_run(t.vcpu);
+	gmem_presence_assert_done(t.vcpu);
+
+	/*
+	 * Re-armed again while the new period's record is still unread:
+	 * that record stands for the next period too, one per page.
+	 */
+	rearm(t.gmem, 3 * PAGE_SIZE, PAGE_SIZE);
+	vcpu_args_set(t.vcpu, 2, TEST_GPA, TEST_NPAGES);
+	vcpu_arch_set_entry_point(t.vcpu, guest_read_pages);
+	r = _vcpu_run(t.vcpu);
+	gmem_presence_assert_exit(t.vcpu, r, TEST_GPA + 3 * PAGE_SIZE, 0);
+	set_present(t.gmem, 3 * PAGE_SIZE, PAGE_SIZE);
+	rearm(t.gmem, 3 * PAGE_SIZE, PAGE_SIZE);
+	r = _vcpu_run(t.vcpu);
+	gmem_presence_assert_exit(t.vcpu, r, TEST_GPA + 3 * PAGE_SIZE, 0);
+	ASSERT_EQ(gmem_presence_stats(t.gmem).events_queued, 1);
+	ASSERT_EQ(gmem_presence_stats(t.gmem).notifications, 2);
+	ASSERT_TRUE(gmem_read_event(nfd, &ev, 0));
+	ASSERT_EQ(ev.offset, 3 * PAGE_SIZE);
+	ASSERT_FALSE(gmem_read_event(nfd, &ev, 0));
+
 	set_present(t.gmem, 3 * PAGE_SIZE, PAGE_SIZE);
 	vcpu_run(t.vcpu);
 	gmem_presence_assert_done(t.vcpu);
@@ -550,7 +719,7 @@ TEST(wait_policy)
 
 	pvm_create(&t, guest_read_pages, false);
 	set_policy(t.vm, KVM_GMEM_PRESENCE_WAIT);
-	pop = (struct populator){ .gmem = t.gmem, .nfd = notify_fd(t.gmem, 0),
+	pop = (struct populator){ .gmem = t.gmem, .nfd = gmem_notify_fd(t.gmem, 0),
 				  .max = TEST_NPAGES };
 	ASSERT_GE(pop.nfd, 0);
 	pthread_create(&th, NULL, populate_thread, &pop);
@@ -585,7 +754,7 @@ TEST(wait_signal)
 
 	pvm_create(&t, guest_read_pages, false);
 	set_policy(t.vm, KVM_GMEM_PRESENCE_WAIT);
-	nfd = notify_fd(t.gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+	nfd = gmem_notify_fd(t.gmem, O_NONBLOCK);
 	signal(SIGALRM, noop_handler);
 
 	setitimer(ITIMER_REAL, &it, NULL);
@@ -593,7 +762,7 @@ TEST(wait_signal)
 	ASSERT_EQ(r, -1);
 	ASSERT_EQ(errno, EINTR);
 	ASSERT_EQ(t.vcpu->run->exit_reason, KVM_EXIT_INTR);
-	ASSERT_TRUE(read_event(nfd, &ev, 0));
+	ASSERT_TRUE(gmem_read_event(nfd, &ev, 0));
 	ASSERT_EQ(ev.offset, 0);
 
 	/* Interrupted again: still no second record for page 0. */
@@ -601,7 +770,7 @@ TEST(wait_signal)
 	r = __vcpu_run(t.vcpu);
 	ASSERT_EQ(r, -1);
 	ASSERT_EQ(errno, EINTR);
-	ASSERT_FALSE(read_event(nfd, &ev, 0));
+	ASSERT_FALSE(gmem_read_event(nfd, &ev, 0));
 
 	for (i = 0; i < TEST_NPAGES; i++)
 		copy_in_page(t.gmem, i);
@@ -639,10 +808,10 @@ TEST(kvm_internal_access)
 	int nfd;
 
 	pvm_create(&t, guest_outs, true);
-	nfd = notify_fd(t.gmem, 0);
+	nfd = gmem_notify_fd(t.gmem, 0);
 	pthread_create(&th, NULL, run_vcpu_thread, t.vcpu);
 
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_TRUE(gmem_read_event(nfd, &ev, 20000));
 	ASSERT_EQ(ev.offset, 0);
 	ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_KVM);
 	ASSERT_EQ(ev.vcpu_id, 0);
@@ -684,34 +853,42 @@ TEST(several_readers)
 {
 	struct kvm_vm *vm = vm_create_barebones();
 	struct kvm_gmem_presence_event ev;
+	pid_t pids[TEST_NPAGES];
 	u64 seen[2] = { 0 };
 	int gmem, nfd[2], i, status;
-	pid_t pid;
 
+	/* Each fd has its own flags; only the second one names processes. */
 	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
-	nfd[0] = notify_fd(gmem, KVM_GMEM_NOTIFY_NONBLOCK);
-	nfd[1] = notify_fd(gmem, KVM_GMEM_NOTIFY_NONBLOCK | KVM_GMEM_NOTIFY_CLOEXEC);
+	nfd[0] = gmem_notify_fd(gmem, O_NONBLOCK);
+	nfd[1] = gmem_notify_fd(gmem, O_NONBLOCK | O_CLOEXEC |
+				KVM_GMEM_NOTIFY_PID);
+	ASSERT_GE(nfd[0], 0);
 	ASSERT_GE(nfd[1], 0);
+	ASSERT_EQ(fcntl(nfd[0], F_GETFD) & FD_CLOEXEC, 0);
 	ASSERT_EQ(fcntl(nfd[1], F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+	ASSERT_EQ(fcntl(nfd[0], F_GETFL) & O_NONBLOCK, O_NONBLOCK);
+	ASSERT_EQ(fcntl(nfd[1], F_GETFL) & O_NONBLOCK, O_NONBLOCK);
 
 	/* One helper per page, each blocks on its own page. */
 	for (i = 0; i < TEST_NPAGES; i++) {
-		pid = fork();
-		if (!pid)
+		pids[i] = fork();
+		if (!pids[i])
 			_exit(helper_read(gmem, i));
 	}
 	for (i = 0; i < TEST_NPAGES; i++) {
 		int r = i % 2;
 
-		ASSERT_TRUE(read_event(nfd[r], &ev, 20000));
+		ASSERT_TRUE(gmem_read_event(nfd[r], &ev, 20000));
 		ASSERT_EQ(ev.offset % PAGE_SIZE, 0);
+		ASSERT_LT(ev.offset, TEST_SIZE);
 		ASSERT_FALSE(seen[0] & BIT(ev.offset / PAGE_SIZE));
+		ASSERT_EQ(ev.pid, r ? pids[ev.offset / PAGE_SIZE] : 0);
 		seen[0] |= BIT(ev.offset / PAGE_SIZE);
 		seen[1]++;
 	}
 	ASSERT_EQ(seen[0], BIT(TEST_NPAGES) - 1);
-	ASSERT_FALSE(read_event(nfd[0], &ev, 100));
-	ASSERT_FALSE(read_event(nfd[1], &ev, 0));
+	ASSERT_FALSE(gmem_read_event(nfd[0], &ev, 100));
+	ASSERT_FALSE(gmem_read_event(nfd[1], &ev, 0));
 
 	for (i = 0; i < TEST_NPAGES; i++)
 		copy_in_page(gmem, i);
@@ -737,7 +914,7 @@ TEST(dedup_threads_and_helper)
 	pid_t pid;
 
 	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
-	nfd = notify_fd(gmem, 0);
+	nfd = gmem_notify_fd(gmem, KVM_GMEM_NOTIFY_PID);
 
 	pid = fork();
 	if (!pid)
@@ -745,15 +922,16 @@ TEST(dedup_threads_and_helper)
 	for (i = 0; i < 4; i++)
 		pthread_create(&th[i], NULL, thread_read, (void *)(long)gmem);
 
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_TRUE(gmem_read_event(nfd, &ev, 20000));
 	ASSERT_EQ(ev.offset, 0);
 	ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_MMAP);
 	ASSERT_EQ(ev.vcpu_id, KVM_GMEM_NO_VCPU);
 	ASSERT_TRUE(ev.pid == getpid() || ev.pid == pid);
 	/* Give every reader time to hit the gate: still only one record. */
 	usleep(500000);
-	ASSERT_FALSE(read_event(nfd, &ev, 200));
+	ASSERT_FALSE(gmem_read_event(nfd, &ev, 200));
 	ASSERT_GE(gmem_presence_stats(gmem).faults, 2);
+	ASSERT_EQ(gmem_presence_stats(gmem).events_queued, 0);
 
 	copy_in_page(gmem, 0);
 	for (i = 0; i < 4; i++) {
@@ -790,14 +968,14 @@ TEST(helper_signals)
 	usr1_count = mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE,
 			  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
-	nfd = notify_fd(gmem, 0);
+	nfd = gmem_notify_fd(gmem, KVM_GMEM_NOTIFY_PID);
 
 	waiter = fork();
 	if (!waiter) {
 		signal(SIGUSR1, usr1_handler);
 		_exit(helper_read(gmem, 1));
 	}
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_TRUE(gmem_read_event(nfd, &ev, 20000));
 	ASSERT_EQ(ev.offset, PAGE_SIZE);
 	ASSERT_EQ(ev.pid, waiter);
 
@@ -811,7 +989,7 @@ TEST(helper_signals)
 	victim = fork();
 	if (!victim)
 		_exit(helper_read(gmem, 2));
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_TRUE(gmem_read_event(nfd, &ev, 20000));
 	ASSERT_EQ(ev.offset, 2 * PAGE_SIZE);
 	kill(victim, SIGKILL);
 	ASSERT_EQ(waitpid(victim, &status, 0), victim);
@@ -849,13 +1027,13 @@ TEST(private_memory)
 	virt_map(vm, TEST_GPA, TEST_GPA, TEST_NPAGES);
 	vm_mem_set_private(vm, TEST_GPA, TEST_SIZE);
 	vcpu_args_set(vcpu, 2, TEST_GPA, TEST_NPAGES);
-	nfd = notify_fd(gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+	nfd = gmem_notify_fd(gmem, O_NONBLOCK);
 
 	for (i = 0; i < TEST_NPAGES; i++) {
 		r = _vcpu_run(vcpu);
 		gmem_presence_assert_exit(vcpu, r, TEST_GPA + i * PAGE_SIZE,
 					  KVM_MEMORY_EXIT_FLAG_PRIVATE);
-		ASSERT_TRUE(read_event(nfd, &ev, 0));
+		ASSERT_TRUE(gmem_read_event(nfd, &ev, 0));
 		ASSERT_EQ(ev.offset, i * PAGE_SIZE);
 		copy_in_page(gmem, i);
 	}
@@ -878,9 +1056,9 @@ static int pvm_start_waiting_vcpu(struct pvm *t, pthread_t *th)
 
 	pvm_create(t, guest_read_pages, false);
 	set_policy(t->vm, KVM_GMEM_PRESENCE_WAIT);
-	nfd = notify_fd(t->gmem, 0);
+	nfd = gmem_notify_fd(t->gmem, 0);
 	pthread_create(th, NULL, run_vcpu_thread, t->vcpu);
-	TEST_ASSERT(read_event(nfd, &ev, 20000), "no record");
+	TEST_ASSERT(gmem_read_event(nfd, &ev, 20000), "no record");
 	usleep(100000);
 	return nfd;
 }
@@ -928,32 +1106,42 @@ TEST(teardown_delete_memslot)
 }
 
 /*
- * Re-arming a page that a helper sleeps on, by punching a hole or with
- * KVM_MEMORY_PRESENT_CLEAR, begins a new period: the helper is woken,
- * reports the page again, and waits for the new contents.
+ * Re-arming a page that a helper sleeps on, with KVM_MEMORY_PRESENT_DISCARD
+ * or _REARM, begins a new period: the helper is woken, reports the page
+ * again, and waits for the new contents.  A plain punch-hole re-arms
+ * nothing: it wakes nobody, and a present page stays present, reading as
+ * zeroes.
  */
-static void rearm_sleeping_helper(bool punch)
+static void rearm_sleeping_helper(u32 op)
 {
 	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_gmem_presence_stats st;
 	struct kvm_gmem_presence_event ev;
 	int gmem, nfd, status;
 	pid_t pid;
 
 	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
-	nfd = notify_fd(gmem, 0);
+	nfd = gmem_notify_fd(gmem, KVM_GMEM_NOTIFY_PID);
 	pid = fork();
 	if (!pid)
 		_exit(helper_read(gmem, 0));
-	TEST_ASSERT(read_event(nfd, &ev, 20000), "no record");
+	TEST_ASSERT(gmem_read_event(nfd, &ev, 20000), "no record");
+	TEST_ASSERT_EQ(ev.pid, pid);
 	usleep(100000);
 
-	if (punch)
-		TEST_ASSERT(!fallocate(gmem, FALLOC_FL_KEEP_SIZE |
-				       FALLOC_FL_PUNCH_HOLE, 0, PAGE_SIZE),
-			    "punch");
-	else
-		clear_present(gmem, 0, PAGE_SIZE);
-	TEST_ASSERT(read_event(nfd, &ev, 20000), "no second record");
+	if (op == KVM_MEMORY_PRESENT_DISCARD) {
+		st = gmem_presence_stats(gmem);
+		gmem_punch_hole(gmem, 0, PAGE_SIZE);
+		TEST_ASSERT(!gmem_read_event(nfd, &ev, 200),
+			    "plain punch-hole started a new period");
+		TEST_ASSERT_EQ(gmem_presence_stats(gmem).wakeups, st.wakeups);
+		TEST_ASSERT_EQ(gmem_presence_stats(gmem).notifications,
+			       st.notifications);
+		TEST_ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0);
+	}
+
+	gmem_set_present(gmem, 0, PAGE_SIZE, op);
+	TEST_ASSERT(gmem_read_event(nfd, &ev, 20000), "no second record");
 	TEST_ASSERT_EQ(ev.offset, 0);
 	TEST_ASSERT_EQ(ev.pid, pid);
 	TEST_ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0);
@@ -963,6 +1151,9 @@ static void rearm_sleeping_helper(bool punch)
 	TEST_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		    "helper status %#x", status);
 
+	if (op == KVM_MEMORY_PRESENT_DISCARD)
+		gmem_assert_punch_keeps_present(gmem, 0);
+
 	close(nfd);
 	close(gmem);
 	kvm_vm_free(vm);
@@ -970,12 +1161,12 @@ static void rearm_sleeping_helper(bool punch)
 
 TEST(teardown_punch_hole)
 {
-	rearm_sleeping_helper(true);
+	rearm_sleeping_helper(KVM_MEMORY_PRESENT_DISCARD);
 }
 
-TEST(clear_wakes_waiters)
+TEST(rearm_wakes_waiters)
 {
-	rearm_sleeping_helper(false);
+	rearm_sleeping_helper(KVM_MEMORY_PRESENT_REARM);
 }
 
 /*
@@ -992,11 +1183,11 @@ TEST(teardown_vm_fd_first)
 	pid_t pid;
 
 	pvm_create(&t, guest_read_pages, false);
-	nfd = notify_fd(t.gmem, 0);
+	nfd = gmem_notify_fd(t.gmem, 0);
 	pid = fork();
 	if (!pid)
 		_exit(helper_read(t.gmem, 0));
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_TRUE(gmem_read_event(nfd, &ev, 20000));
 	ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_MMAP);
 
 	kvm_vm_free(t.vm);
@@ -1024,21 +1215,21 @@ TEST(unretriable_access_fails)
 	u64 *mem, val;
 
 	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
-	nfd = notify_fd(gmem, KVM_GMEM_NOTIFY_NONBLOCK);
+	nfd = gmem_notify_fd(gmem, O_NONBLOCK);
 	mem = kvm_mmap(TEST_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, gmem);
 	memfd = open("/proc/self/mem", O_RDONLY);
 	ASSERT_GE(memfd, 0);
 
 	ASSERT_EQ(pread(memfd, &val, sizeof(val), (off_t)&mem[0]), -1);
 	ASSERT_EQ(errno, EIO);
-	ASSERT_TRUE(read_event(nfd, &ev, 0));
+	ASSERT_TRUE(gmem_read_event(nfd, &ev, 0));
 	ASSERT_EQ(ev.offset, 0);
 	ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_MMAP);
 
 	copy_in_page(gmem, 0);
 	ASSERT_EQ(pread(memfd, &val, sizeof(val), (off_t)&mem[0]), sizeof(val));
 	ASSERT_EQ(val, PATTERN(0));
-	ASSERT_FALSE(read_event(nfd, &ev, 0));
+	ASSERT_FALSE(gmem_read_event(nfd, &ev, 0));
 
 	close(memfd);
 	kvm_munmap(mem, TEST_SIZE);
@@ -1076,12 +1267,12 @@ TEST(teardown_unmap_close_while_waiting)
 	void *ret;
 
 	gmem = vm_create_guest_memfd(vm, TEST_SIZE, gmem_flags_shared);
-	nfd = notify_fd(gmem, 0);
+	nfd = gmem_notify_fd(gmem, 0);
 	ASSERT_EQ(pipe(fds), 0);
 	wf.fd = fds[1];
 	wf.mem = kvm_mmap(TEST_SIZE, PROT_READ, MAP_SHARED, gmem);
 	pthread_create(&th, NULL, thread_write_from, &wf);
-	ASSERT_TRUE(read_event(nfd, &ev, 20000));
+	ASSERT_TRUE(gmem_read_event(nfd, &ev, 20000));
 	usleep(100000);
 
 	kvm_munmap(wf.mem, TEST_SIZE);
@@ -1112,7 +1303,7 @@ TEST(teardown_kill_waiting_vcpu)
 
 		pvm_create(&t, guest_read_pages, false);
 		set_policy(t.vm, KVM_GMEM_PRESENCE_WAIT);
-		nfd = notify_fd(t.gmem, 0);
+		nfd = gmem_notify_fd(t.gmem, 0);
 		if (!fork()) {
 			/* Tell the parent once the vCPU has hit the gate. */
 			if (read(nfd, &ev, sizeof(ev)) != sizeof(ev) ||

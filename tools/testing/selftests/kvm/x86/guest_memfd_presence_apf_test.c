@@ -10,10 +10,8 @@
  */
 #include <fcntl.h>
 #include <pthread.h>
-#include <poll.h>
 #include <sys/mman.h>
 
-#include <linux/falloc.h>
 #include <linux/kvm.h>
 #include <linux/kvm_para.h>
 #include <linux/sizes.h>
@@ -192,7 +190,6 @@ static void __apf_vm_create(struct apf_vm *t, void *guest, int npages,
 		.mode = VM_MODE_DEFAULT,
 		.type = KVM_X86_SW_PROTECTED_VM,
 	};
-	struct kvm_gmem_notify_fd nf = { .flags = KVM_GMEM_NOTIFY_NONBLOCK };
 
 	t->vm = vm_create_shape_with_one_vcpu(private ? protected_shape :
 					      VM_SHAPE_DEFAULT, &t->vcpu,
@@ -220,7 +217,7 @@ static void __apf_vm_create(struct apf_vm *t, void *guest, int npages,
 	vcpu_args_set(t->vcpu, 3, addr_gva2gpa(t->vm, (gva_t)&apf_data),
 		      en_flags, arg2);
 	set_policy(t->vm, policy, fallback);
-	t->nfd = ioctl(t->gmem, KVM_GMEM_GET_NOTIFY_FD, &nf);
+	t->nfd = gmem_notify_fd(t->gmem, O_NONBLOCK);
 	TEST_ASSERT(t->nfd >= 0, "KVM_GMEM_GET_NOTIFY_FD");
 }
 
@@ -258,18 +255,11 @@ static u64 run_until_sync(struct kvm_vcpu *vcpu)
 static void populate_pages(int gmem, int npages)
 {
 	u64 *buf = aligned_alloc(PAGE_SIZE, npages * PAGE_SIZE);
-	struct kvm_memory_present args = {
-		.size = npages * PAGE_SIZE,
-		.flags = KVM_MEMORY_PRESENT_COPY,
-		.src = (u64)buf,
-	};
 	size_t i;
 
 	for (i = 0; i < npages * PAGE_SIZE / 8; i++)
 		buf[i] = PATTERN;
-	TEST_ASSERT(!ioctl(gmem, KVM_SET_MEMORY_PRESENT, &args),
-		    "KVM_SET_MEMORY_PRESENT");
-	TEST_ASSERT_EQ(args.done, npages * PAGE_SIZE);
+	gmem_copy_in(gmem, 0, buf, npages * PAGE_SIZE);
 	free(buf);
 }
 
@@ -281,11 +271,9 @@ static void populate(int gmem)
 static bool wait_record(int nfd, int ms)
 {
 	struct kvm_gmem_presence_event ev;
-	struct pollfd pfd = { .fd = nfd, .events = POLLIN };
 
-	if (poll(&pfd, 1, ms) <= 0)
+	if (!gmem_read_event(nfd, &ev, ms))
 		return false;
-	TEST_ASSERT(read(nfd, &ev, sizeof(ev)) == sizeof(ev), "read record");
 	TEST_ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_VCPU);
 	TEST_ASSERT_EQ(ev.offset, 0);
 	return true;
@@ -631,29 +619,27 @@ TEST(teardown_close_gmem)
 }
 
 /*
- * Re-arming a page with an async #PF pending, by punching a hole or with
- * KVM_MEMORY_PRESENT_CLEAR, completes it: the guest gets "page ready",
- * retries, and the new not-present period is reported and faulted
- * asynchronously again.
+ * Re-arming a page with an async #PF pending, with KVM_MEMORY_PRESENT_DISCARD
+ * or _REARM, completes it: the guest gets "page ready", retries, and the new
+ * not-present period is reported and faulted asynchronously again.  A plain
+ * punch-hole re-arms nothing: the pending fault stays pending, and once the
+ * page is present it stays present, reading as zeroes.
  */
-static void rearm_pending(bool punch)
+static void rearm_pending(u32 op)
 {
-	struct kvm_memory_present clear = {
-		.size = PAGE_SIZE,
-		.flags = KVM_MEMORY_PRESENT_CLEAR,
-	};
 	struct apf_vm t;
 	pthread_t th;
 	void *ret;
 
 	apf_vm_start_pending(&t, &th);
-	if (punch)
-		TEST_ASSERT(!fallocate(t.gmem, FALLOC_FL_PUNCH_HOLE |
-				       FALLOC_FL_KEEP_SIZE, 0, PAGE_SIZE),
-			    "punch");
-	else
-		TEST_ASSERT(!ioctl(t.gmem, KVM_SET_MEMORY_PRESENT, &clear),
-			    "clear");
+	if (op == KVM_MEMORY_PRESENT_DISCARD) {
+		gmem_punch_hole(t.gmem, 0, PAGE_SIZE);
+		TEST_ASSERT(!wait_record(t.nfd, 200),
+			    "plain punch-hole started a new period");
+		TEST_ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 0);
+		TEST_ASSERT_EQ(get_stats_notifications(t.gmem), 1);
+	}
+	gmem_set_present(t.gmem, 0, PAGE_SIZE, op);
 	/* The retry starts a new period: a second record. */
 	TEST_ASSERT(wait_record(t.nfd, 20000), "no second record");
 	populate(t.gmem);
@@ -664,17 +650,19 @@ static void rearm_pending(bool punch)
 	assert_async_counts(&t, 2);
 	TEST_ASSERT_EQ(vcpu_get_stat(t.vcpu, gmem_async_ready), 2);
 	TEST_ASSERT_EQ(get_stats_notifications(t.gmem), 2);
+	if (op == KVM_MEMORY_PRESENT_DISCARD)
+		gmem_assert_punch_keeps_present(t.gmem, 0);
 	apf_vm_free(&t);
 }
 
 TEST(teardown_punch_pending)
 {
-	rearm_pending(true);
+	rearm_pending(KVM_MEMORY_PRESENT_DISCARD);
 }
 
-TEST(teardown_clear_pending)
+TEST(teardown_rearm_pending)
 {
-	rearm_pending(false);
+	rearm_pending(KVM_MEMORY_PRESENT_REARM);
 }
 
 /*
