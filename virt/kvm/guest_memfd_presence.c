@@ -1060,51 +1060,62 @@ static int gmem_copy_page(struct inode *inode, struct kvm_gmem_presence *p,
 	return r;
 }
 
-static int gmem_mark_page(struct inode *inode, struct kvm_gmem_presence *p,
-			  pgoff_t index)
+/*
+ * Pages marked under one hold of the invalidate lock: big enough to make the
+ * lock and the wakeup check cheap per page, small enough to stay responsive
+ * to signals and to writers of the lock.
+ */
+#define GMEM_MARK_BATCH		512
+
+static void gmem_mark_pages(struct inode *inode, struct kvm_gmem_presence *p,
+			    pgoff_t start, pgoff_t end)
 {
+	pgoff_t index;
+
 	filemap_invalidate_lock_shared(inode->i_mapping);
-	if (!kvm_gmem_presence_test(p, index))
-		gmem_set_present(p, index);
+	for (index = start; index < end; index++)
+		if (!kvm_gmem_presence_test(p, index))
+			gmem_set_present(p, index);
 	filemap_invalidate_unlock_shared(inode->i_mapping);
-	return 0;
 }
 
-/* KVM_MEMORY_PRESENT_MARK and _COPY, page by page, resumable. */
+/* KVM_MEMORY_PRESENT_MARK and _COPY, resumable after a signal. */
 static int gmem_set_range(struct inode *inode, struct kvm_gmem_presence *p,
 			  struct kvm_memory_present *args)
 {
+	bool copy = args->op == KVM_MEMORY_PRESENT_COPY;
 	pgoff_t start = args->offset >> PAGE_SHIFT;
 	pgoff_t nr = args->size >> PAGE_SHIFT;
 	const char __user *src = u64_to_user_ptr(args->src);
 	void *bounce = NULL;
-	pgoff_t i;
+	pgoff_t i, n;
 	int r = 0;
 
-	if (args->op == KVM_MEMORY_PRESENT_COPY) {
+	if (copy) {
 		bounce = kmalloc(PAGE_SIZE, GFP_KERNEL_ACCOUNT);
 		if (!bounce)
 			return -ENOMEM;
 	}
 
-	for (i = 0; i < nr; i++) {
-		pgoff_t index = start + i;
-
+	for (i = 0; i < nr; i += n) {
 		if (i && signal_pending(current)) {
 			r = -EINTR;
 			break;
 		}
 
-		if (bounce)
-			r = gmem_copy_page(inode, p, index, src + i * PAGE_SIZE,
-					   bounce);
-		else
-			r = gmem_mark_page(inode, p, index);
-		if (r)
-			break;
+		if (copy) {
+			n = 1;
+			r = gmem_copy_page(inode, p, start + i,
+					   src + i * PAGE_SIZE, bounce);
+			if (r)
+				break;
+		} else {
+			n = min(nr - i, GMEM_MARK_BATCH);
+			gmem_mark_pages(inode, p, start + i, start + i + n);
+		}
 
-		gmem_stat_add(p, GMEM_STAT_SET, 1);
-		gmem_wake_range(p, index, index + 1);
+		gmem_stat_add(p, GMEM_STAT_SET, n);
+		gmem_wake_range(p, start + i, start + i + n);
 		cond_resched();
 	}
 	kfree(bounce);

@@ -522,7 +522,7 @@ TEST(notify_fd_outlives_gmem)
 	before = mem_free_kb();
 	gmem = vm_create_guest_memfd(vm, size, shared_flags);
 	nfd = open_notify(gmem, 0);
-	ASSERT_EQ(fallocate(gmem, 0, 0, size), 0);
+	ASSERT_EQ(fallocate(gmem, FALLOC_FL_KEEP_SIZE, 0, size), 0);
 	op_ok(gmem, KVM_MEMORY_PRESENT_MARK, 0, size, NULL);
 	populated = mem_free_kb();
 	ksft_print_msg("MemFree: %ld MiB, populated %ld MiB\n", before >> 10,
@@ -534,39 +534,38 @@ TEST(notify_fd_outlives_gmem)
 	after = mem_free_kb();
 	ksft_print_msg("MemFree with only the notification fd left: %ld MiB\n",
 		       after >> 10);
-	ASSERT_GT(after - populated, (long)(size >> 10) * 3 / 4);
+	/* Pinned, nothing would come back; freed, most of it does at once. */
+	ASSERT_GT(after - populated, (long)(size >> 10) / 2);
 
 	pfd = (struct pollfd){ .fd = nfd, .events = POLLIN };
 	ASSERT_EQ(poll(&pfd, 1, 0), 1);
 	ASSERT_TRUE(pfd.revents & POLLHUP);
 	ASSERT_EQ(read(nfd, &ev, sizeof(ev)), 0);
 	close(nfd);
+	ksft_print_msg("MemFree with the notification fd closed too: %ld MiB\n",
+		       mem_free_kb() >> 10);
 }
 
 /* The pid is reported only to readers that asked for it. */
 TEST(notify_pid_opt_in)
 {
 	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_gmem_notify_fd bad = { .flags = 1u << 30 };
 	struct kvm_gmem_presence_event ev;
 	int gmem, plain, with_pid;
-	pid_t pid;
+	pid_t pid, pid2;
 
 	gmem = vm_create_guest_memfd(vm, OPS_SIZE, shared_flags);
 	plain = open_notify(gmem, O_CLOEXEC);
 	with_pid = open_notify(gmem, KVM_GMEM_NOTIFY_PID);
 	ASSERT_EQ(fcntl(plain, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
-
-	{
-		struct kvm_gmem_notify_fd bad = { .flags = 1u << 30 };
-
-		ASSERT_EQ(ioctl(gmem, KVM_GMEM_GET_NOTIFY_FD, &bad), -1);
-		ASSERT_EQ(errno, EINVAL);
-	}
+	ASSERT_EQ(ioctl(gmem, KVM_GMEM_GET_NOTIFY_FD, &bad), -1);
+	ASSERT_EQ(errno, EINVAL);
 
 	pid = child_read(gmem, 0, OPS_PATTERN(0));
 	ASSERT_EQ(read(plain, &ev, sizeof(ev)), sizeof(ev));
 	ASSERT_EQ(ev.pid, 0);
-	pid_t pid2 = child_read(gmem, 1, OPS_PATTERN(1));
+	pid2 = child_read(gmem, 1, OPS_PATTERN(1));
 
 	ASSERT_EQ(read(with_pid, &ev, sizeof(ev)), sizeof(ev));
 	ASSERT_EQ(ev.type, KVM_GMEM_EVENT_FAULT);
