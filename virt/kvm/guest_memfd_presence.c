@@ -207,8 +207,10 @@ static void gmem_close_events(struct kvm_gmem_presence *p, bool finish,
 {
 	spin_lock(&p->event_lock);
 	WRITE_ONCE(p->closed, true);
-	if (finish)
+	if (finish) {
+		/* Pairs with the acquire in the gates: see the file comment. */
 		smp_store_release(&p->finished, true);
+	}
 	list_splice_init(&p->events, stale);
 	p->nr_queued = 0;
 	spin_unlock(&p->event_lock);
@@ -254,6 +256,7 @@ void kvm_gmem_presence_destroy(struct kvm_gmem_presence *p)
 bool kvm_gmem_presence_test(struct kvm_gmem_presence *p, pgoff_t index)
 {
 	guard(rcu)();
+	/* Finished: the bitmap may be gone; pairs with gmem_close_events(). */
 	if (smp_load_acquire(&p->finished))
 		return true;
 	return test_bit_acquire(index, p->present);
@@ -413,6 +416,7 @@ void kvm_gmem_presence_rearm(struct kvm_gmem_presence *p, pgoff_t start,
 static bool gmem_notified(struct kvm_gmem_presence *p, pgoff_t index)
 {
 	guard(rcu)();
+	/* As in kvm_gmem_presence_test(): finished first, then the bitmap. */
 	return smp_load_acquire(&p->finished) || test_bit(index, p->notified);
 }
 
