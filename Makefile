@@ -7,7 +7,10 @@
 #   make vm-test      kernel + selftests + initramfs + boot + run   [TESTS="a b"]
 #   make shell        boot the VM to a shell (tests in /kvm; Ctrl-A X quits)
 #   make kernel       [FLAVOR=debug|release]    make selftests    make deps
-#   make check-series every prefix of patches/ builds (own tree, ~3 min a patch)
+#   make check-series every prefix of patches/ builds (own tree, ~3 min a patch),
+#                     x86_64 bzImage and the KVM core for arm64, i386, s390
+#   make cross-build  the KVM core (arch/<arch>/kvm/ + virt/kvm/) with W=1 for
+#                     arm64, i386, s390 [CROSS_ARCHES="arm64"]
 #   make clean        out/ and userspace build   make distclean   + cached trees/builds
 #
 # Variables (command line or environment): FLAVOR (debug), TESTS, APPEND,
@@ -24,7 +27,7 @@ FLAVOR ?= debug
 export FLAVOR
 S := scripts
 
-.PHONY: all userspace deps kernel selftests initramfs vm-test check check-series demo shell clean distclean
+.PHONY: all userspace deps kernel selftests initramfs vm-test check check-series cross-build demo shell clean distclean
 
 all: userspace
 
@@ -61,6 +64,11 @@ check:
 # Every prefix of the patch series builds, without compiler warnings.
 check-series: deps
 	@$(S)/check-series.sh
+
+# The KVM core of the assembled tree builds for arm64 (no async #PF), i386 and
+# s390 (no guest_memfd) with the cross compilers, W=1, without KVM warnings.
+cross-build: deps
+	@ASSEMBLE=1 $(S)/cross-build.sh
 
 demo: deps
 	@echo "demo: boots the test VM and runs guest_memfd_presence_test."
