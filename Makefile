@@ -11,6 +11,8 @@
 #                     x86_64 bzImage and the KVM core for arm64, i386, s390
 #   make cross-build  the KVM core (arch/<arch>/kvm/ + virt/kvm/) with W=1 for
 #                     arm64, i386, s390 [CROSS_ARCHES="arm64"]
+#   make mutants      re-introduce each review-round defect; its selftest must
+#                     fail (scripts/mutants.py, ~70 s a mutant)
 #   make clean        out/ and userspace build   make distclean   + cached trees/builds
 #
 # Variables (command line or environment): FLAVOR (debug), TESTS, APPEND,
@@ -27,7 +29,7 @@ FLAVOR ?= debug
 export FLAVOR
 S := scripts
 
-.PHONY: all userspace deps kernel selftests initramfs vm-test check check-series cross-build demo shell clean distclean
+.PHONY: all userspace deps kernel selftests initramfs vm-test check check-series cross-build mutants demo shell clean distclean
 
 all: userspace
 
@@ -69,6 +71,10 @@ check-series: deps
 # s390 (no guest_memfd) with the cross compilers, W=1, without KVM warnings.
 cross-build: deps
 	@ASSEMBLE=1 $(S)/cross-build.sh
+
+# Each mutant re-introduces a defect the review round fixed; its test must fail.
+mutants: deps
+	@$(S)/mutants.py
 
 demo: deps
 	@echo "demo: boots the test VM and runs guest_memfd_presence_test."

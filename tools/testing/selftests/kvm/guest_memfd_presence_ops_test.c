@@ -41,22 +41,7 @@ static const u64 shared_flags = GUEST_MEMFD_FLAG_MMAP |
 
 static int op_errno(int gmem, u32 op, u64 offset, u64 size, const void *src)
 {
-	struct kvm_memory_present args = {
-		.offset = offset,
-		.size = size,
-		.op = op,
-		.src = (u64)src,
-	};
-
-	return ioctl(gmem, KVM_SET_MEMORY_PRESENT, &args) ? errno : 0;
-}
-
-static void op_ok(int gmem, u32 op, u64 offset, u64 size, const void *src)
-{
-	int e = op_errno(gmem, op, offset, size, src);
-
-	TEST_ASSERT(!e, "KVM_SET_MEMORY_PRESENT op %u [%#lx+%#lx]: errno %d",
-		    op, (unsigned long)offset, (unsigned long)size, e);
+	return __gmem_set_present(gmem, offset, size, op, src, NULL) ? errno : 0;
 }
 
 /* Copy in @page, every word OPS_PATTERN(@value). */
@@ -67,28 +52,18 @@ static void copy_pattern(int gmem, u64 page, u64 value)
 
 	for (i = 0; i < PAGE_SIZE / 8; i++)
 		buf[i] = OPS_PATTERN(value);
-	op_ok(gmem, KVM_MEMORY_PRESENT_COPY, page * PAGE_SIZE, PAGE_SIZE, buf);
+	gmem_copy_in(gmem, page * PAGE_SIZE, buf, PAGE_SIZE);
 	free(buf);
 }
 
 static bool page_present(int gmem, u64 page)
 {
-	struct kvm_memory_present_bitmap args = {
-		.offset = page * PAGE_SIZE,
-		.size = PAGE_SIZE,
-	};
-	u64 word = 0;
-
-	args.bitmap = (u64)&word;
-	TEST_ASSERT(!ioctl(gmem, KVM_GET_MEMORY_PRESENT, &args),
-		    "KVM_GET_MEMORY_PRESENT");
-	return word & 1;
+	return gmem_page_present(gmem, page * PAGE_SIZE);
 }
 
 static int open_notify(int gmem, u32 flags)
 {
-	struct kvm_gmem_notify_fd args = { .flags = flags };
-	int fd = ioctl(gmem, KVM_GMEM_GET_NOTIFY_FD, &args);
+	int fd = gmem_notify_fd(gmem, flags);
 
 	TEST_ASSERT(fd >= 0, "KVM_GMEM_GET_NOTIFY_FD: errno %d", errno);
 	return fd;
@@ -363,7 +338,7 @@ TEST(punch_keeps_discard_rearms)
 	ASSERT_EQ(mem[0], 0);
 	ASSERT_EQ(drain_records(nfd), 0);
 
-	op_ok(gmem, KVM_MEMORY_PRESENT_DISCARD, PAGE_SIZE, PAGE_SIZE, NULL);
+	gmem_set_present(gmem, PAGE_SIZE, PAGE_SIZE, KVM_MEMORY_PRESENT_DISCARD);
 	ASSERT_FALSE(page_present(gmem, 1));
 	ASSERT_EQ(gmem_presence_stats(gmem).pages_cleared, 1);
 
@@ -398,15 +373,15 @@ TEST(finish_tracking)
 
 	ASSERT_EQ(op_errno(gmem, KVM_MEMORY_PRESENT_FINISH, 0, PAGE_SIZE, NULL),
 		  EINVAL);
-	op_ok(gmem, KVM_MEMORY_PRESENT_MARK, 0, OPS_SIZE - PAGE_SIZE, NULL);
+	gmem_set_present(gmem, 0, OPS_SIZE - PAGE_SIZE, KVM_MEMORY_PRESENT_MARK);
 	ASSERT_EQ(op_errno(gmem, KVM_MEMORY_PRESENT_FINISH, 0, OPS_SIZE, NULL),
 		  EBUSY);
 	ASSERT_EQ(gmem_presence_stats(gmem).flags, 0);
 
 	copy_pattern(gmem, OPS_NPAGES - 1, 7);
-	op_ok(gmem, KVM_MEMORY_PRESENT_FINISH, 0, OPS_SIZE, NULL);
+	gmem_set_present(gmem, 0, OPS_SIZE, KVM_MEMORY_PRESENT_FINISH);
 	/* Idempotent. */
-	op_ok(gmem, KVM_MEMORY_PRESENT_FINISH, 0, OPS_SIZE, NULL);
+	gmem_set_present(gmem, 0, OPS_SIZE, KVM_MEMORY_PRESENT_FINISH);
 
 	st = gmem_presence_stats(gmem);
 	ASSERT_EQ(st.flags, KVM_GMEM_PRESENCE_FINISHED);
@@ -424,7 +399,7 @@ TEST(finish_tracking)
 		  EINVAL);
 	ASSERT_EQ(op_errno(gmem, KVM_MEMORY_PRESENT_COPY, 0, PAGE_SIZE, buf),
 		  EEXIST);
-	op_ok(gmem, KVM_MEMORY_PRESENT_MARK, 0, OPS_SIZE, NULL);
+	gmem_set_present(gmem, 0, OPS_SIZE, KVM_MEMORY_PRESENT_MARK);
 
 	ASSERT_EQ(mem[(OPS_NPAGES - 1) * PAGE_SIZE / 8], OPS_PATTERN(7));
 	ASSERT_EQ(fallocate(gmem, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
@@ -467,14 +442,14 @@ TEST(records_bounded)
 			r = _vcpu_run(t.vcpu);
 			gmem_presence_assert_exit(t.vcpu, r,
 						  OPS_GPA + i * PAGE_SIZE, 0);
-			op_ok(t.gmem, KVM_MEMORY_PRESENT_MARK, i * PAGE_SIZE,
-			      PAGE_SIZE, NULL);
+			gmem_set_present(t.gmem, i * PAGE_SIZE, PAGE_SIZE,
+					 KVM_MEMORY_PRESENT_MARK);
 		}
 		vcpu_run(t.vcpu);
 		ASSERT_EQ(get_ucall(t.vcpu, &uc), UCALL_SYNC);
 		ASSERT_EQ(uc.args[1], round);
 		ASSERT_EQ(gmem_presence_stats(t.gmem).events_queued, OPS_NPAGES);
-		op_ok(t.gmem, KVM_MEMORY_PRESENT_REARM, 0, OPS_SIZE, NULL);
+		gmem_set_present(t.gmem, 0, OPS_SIZE, KVM_MEMORY_PRESENT_REARM);
 	}
 	ASSERT_EQ(drain_records(nfd), OPS_NPAGES);
 	ASSERT_EQ(gmem_presence_stats(t.gmem).events_queued, 0);
@@ -483,8 +458,8 @@ TEST(records_bounded)
 	for (i = 0; i < OPS_NPAGES; i++) {
 		r = _vcpu_run(t.vcpu);
 		gmem_presence_assert_exit(t.vcpu, r, OPS_GPA + i * PAGE_SIZE, 0);
-		op_ok(t.gmem, KVM_MEMORY_PRESENT_MARK, i * PAGE_SIZE, PAGE_SIZE,
-		      NULL);
+		gmem_set_present(t.gmem, i * PAGE_SIZE, PAGE_SIZE,
+				 KVM_MEMORY_PRESENT_MARK);
 	}
 	ASSERT_EQ(drain_records(nfd), OPS_NPAGES);
 
@@ -523,7 +498,7 @@ TEST(notify_fd_outlives_gmem)
 	gmem = vm_create_guest_memfd(vm, size, shared_flags);
 	nfd = open_notify(gmem, 0);
 	ASSERT_EQ(fallocate(gmem, FALLOC_FL_KEEP_SIZE, 0, size), 0);
-	op_ok(gmem, KVM_MEMORY_PRESENT_MARK, 0, size, NULL);
+	gmem_set_present(gmem, 0, size, KVM_MEMORY_PRESENT_MARK);
 	populated = mem_free_kb();
 	ksft_print_msg("MemFree: %ld MiB, populated %ld MiB\n", before >> 10,
 		       populated >> 10);
@@ -650,11 +625,11 @@ TEST(private_rearm_destroys)
 		  EPERM);
 	ASSERT_TRUE(page_present(t.gmem, 0));
 
-	op_ok(t.gmem, KVM_MEMORY_PRESENT_DISCARD, 0, PAGE_SIZE, NULL);
+	gmem_set_present(t.gmem, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_DISCARD);
 	ASSERT_FALSE(page_present(t.gmem, 0));
 	gmem_presence_assert_exit(t.vcpu, _vcpu_run(t.vcpu), OPS_GPA,
 				  KVM_MEMORY_EXIT_FLAG_PRIVATE);
-	op_ok(t.gmem, KVM_MEMORY_PRESENT_MARK, 0, PAGE_SIZE, NULL);
+	gmem_set_present(t.gmem, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_MARK);
 	ASSERT_EQ(run_to_sync(t.vcpu), 0);
 
 	close(t.gmem);
@@ -786,6 +761,90 @@ TEST(wait_queues_hashed)
 	ASSERT_EQ(gmem_presence_stats(gmem).wake_misses, 0);
 
 	close(gmem);
+	kvm_vm_free(vm);
+}
+
+static bool write_file(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write(fd, val, strlen(val)) == (ssize_t)strlen(val);
+	close(fd);
+	return ok;
+}
+
+/* Kernel log lines logged since @fd was opened at the end, with @needle. */
+static int kmsg_count(int fd, const char *needle)
+{
+	char line[1024];
+	ssize_t n;
+	int hits = 0;
+
+	while ((n = read(fd, line, sizeof(line) - 1)) > 0) {
+		line[n] = 0;
+		hits += !!strstr(line, needle);
+	}
+	return hits;
+}
+
+/*
+ * The record for a page can't be allocated (fault injection fails the
+ * faulting task's next slab allocation): the access backs off and retries
+ * -- no SIGBUS, no VM_FAULT_OOM leaking to the fault handler -- raises its
+ * record on the retry and completes with the right contents.
+ */
+TEST(record_alloc_failure_retries)
+{
+	const char *knob = "/sys/kernel/debug/failslab/ignore-gfp-wait";
+	struct kvm_vm *vm = vm_create_barebones();
+	int gmem, kmsg;
+	pid_t pid;
+
+	if (access("/proc/self/fail-nth", W_OK) || access(knob, W_OK))
+		SKIP(goto out, "no slab fault injection (CONFIG_FAILSLAB)");
+
+	gmem = vm_create_guest_memfd(vm, OPS_SIZE, shared_flags);
+	gmem_set_present(gmem, 0, PAGE_SIZE, KVM_MEMORY_PRESENT_MARK);
+	ASSERT_TRUE(write_file(knob, "N"));
+	kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+	ASSERT_GE(kmsg, 0);
+	lseek(kmsg, 0, SEEK_END);
+
+	pid = fork();
+	if (!pid) {
+		u64 *m = mmap(NULL, OPS_SIZE, PROT_READ, MAP_SHARED, gmem, 0);
+		char nth[16] = "";
+		int fd;
+		u64 v;
+
+		if (m == MAP_FAILED)
+			_exit(2);
+		/* Page tables in place: the record is the first allocation. */
+		READ_ONCE(m[0]);
+		fd = open("/proc/thread-self/fail-nth", O_RDWR);
+		if (fd < 0 || write(fd, "1", 1) != 1)
+			_exit(3);
+		v = READ_ONCE(m[PAGE_SIZE / 8]);
+		/* 0: the injected failure was consumed on the way. */
+		if (pread(fd, nth, sizeof(nth) - 1, 0) <= 0 || atoi(nth))
+			_exit(4);
+		_exit(v == OPS_PATTERN(1) ? 0 : 1);
+	}
+
+	ASSERT_TRUE(wait_stat(gmem, notifications, 1));
+	ASSERT_TRUE(wait_stat(gmem, waits, 1));
+	copy_pattern(gmem, 1, 1);
+	ASSERT_EQ(child_status(pid), 0);
+	ASSERT_TRUE(write_file(knob, "Y"));
+	ASSERT_EQ(kmsg_count(kmsg, "VM_FAULT_OOM"), 0);
+	ASSERT_GE(gmem_presence_stats(gmem).faults, 2);
+
+	close(kmsg);
+	close(gmem);
+out:
 	kvm_vm_free(vm);
 }
 

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Mutants: each re-introduces one defect fixed in the kernel review round
+(issue 8) and names the selftest that must catch it.  For each, the mutant is
+applied to the working tree, guest_memfd_presence_ops_test runs in the VM
+(make vm-test), and the file is restored.  A mutant is KILLED when its
+subtest fails; one that SURVIVES means a test that cannot fail.
+
+  scripts/mutants.py [M1 M2 ...]      (~70 s a mutant with a warm build)
+"""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+C = os.path.join(TOP, 'virt/kvm/guest_memfd_presence.c')
+P2 = glob.glob(os.path.join(TOP, 'patches/0002-*.patch'))[0]
+muts=[
+ ('M1 interruptible kernel waits', C, '''	if ((flags & FAULT_FLAG_INTERRUPTIBLE) &&
+	    ((flags & FAULT_FLAG_USER) || !(flags & FAULT_FLAG_TRIED) ||
+	     !signal_pending(current)))''', '''	if ((flags & FAULT_FLAG_INTERRUPTIBLE))''', 'kvm_access_signal_storm'),
+ ('M2 COPY faults source under lock', C, '''	if (copy_from_user(bounce, src, PAGE_SIZE))
+		return -EFAULT;
+
+	filemap_invalidate_lock_shared(inode->i_mapping);
+	r = gmem_install_page(inode, p, index, bounce);''', '''	filemap_invalidate_lock_shared(inode->i_mapping);
+	if (copy_from_user(bounce, src, PAGE_SIZE)) {
+		filemap_invalidate_unlock_shared(inode->i_mapping);
+		return -EFAULT;
+	}
+	r = gmem_install_page(inode, p, index, bounce);''', 'copy_from_not_present_source'),
+ ('M3 unbounded records', C, '''	if (test_bit(index, p->queued)) {
+		set_bit(index, p->notified);
+		return true;
+	}''', '''	if (0) {
+		set_bit(index, p->notified);
+		return true;
+	}''', 'records_bounded'),
+ ('M4 notify fd pins inode', C, '''	kref_get(&p->ref);
+	nf->p = p;''', '''	kref_get(&p->ref);
+	ihold(file_inode(file));
+	nf->p = p;''', 'notify_fd_outlives_gmem'),
+ ('M5 masked hash', C, '''	return &p->page_wq[hash_long(index, KVM_GMEM_PRESENCE_WAITQ_BITS)];''', '''	return &p->page_wq[index & (KVM_GMEM_PRESENCE_NR_WAITQ - 1)];''', 'wait_queues_hashed'),
+ ('M6 policy change wakes nobody', C, '''	kvm_gmem_presence_wake_gfns(kvm, 0, -1ULL);
+	return 0;''', '''	return 0;''', 'policy_change_wakes_waiter'),
+ ('M7 conversion wakes nobody', P2, '''+	kvm_gmem_presence_wake_gfns(kvm, start, end);''', '''+	(void)start;''', 'conversion_wakes_waiter'),
+ ('M8 private REARM allowed', C, '''	if (!kvm_gmem_range_is_shared(inode, start, end))
+		return -EPERM;''', '''	if (0)
+		return -EPERM;''', 'private_rearm_destroys'),
+ ('M9 VM_FAULT_OOM on no record', C, '''	if (gmem_notify_mmap(vmf, p))
+		return gmem_fault_nomem(vmf);''', '''	if (gmem_notify_mmap(vmf, p))
+		return VM_FAULT_OOM;''', 'record_alloc_failure_retries'),
+]
+sel = sys.argv[1:]
+survivors = 0
+os.makedirs(os.path.join(TOP, 'out'), exist_ok=True)
+for name, f, old, new, test in muts:
+    tag = name.split()[0]
+    if sel and tag not in sel:
+        continue
+    orig = open(f).read()
+    if orig.count(old) != 1:
+        sys.exit(f'{tag}: the code it mutates has changed; update {__file__}')
+    try:
+        open(f, 'w').write(orig.replace(old, new))
+        r = subprocess.run(['make', '-C', TOP, 'vm-test',
+                            'TESTS=guest_memfd_presence_ops_test'],
+                           capture_output=True, text=True)
+    finally:
+        open(f, 'w').write(orig)
+    out = r.stdout + r.stderr
+    log = os.path.join(TOP, 'out', f'mutant-{tag}.log')
+    open(log, 'w').write(out)
+    failed = set(re.findall(r'not ok \d+ global\.(\w+)', out))
+    killed = test in failed
+    survivors += not killed
+    print(f'{"KILLED  " if killed else "SURVIVED"} {name}: {test} '
+          f'{"fails" if killed else "passes"} (failing: {sorted(failed)}; {log})',
+          flush=True)
+sys.exit(1 if survivors else 0)
