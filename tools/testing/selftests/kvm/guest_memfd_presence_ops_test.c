@@ -152,14 +152,6 @@ static void guest_outs(u64 gpa)
 	GUEST_DONE();
 }
 
-static void *vcpu_thread(void *arg)
-{
-	struct kvm_vcpu *vcpu = arg;
-	long r = _vcpu_run(vcpu);
-
-	return (void *)(r ? (long)-errno : 0);
-}
-
 static u64 thread_cpu_ns(pthread_t th)
 {
 	struct timespec ts;
@@ -188,7 +180,7 @@ TEST(kvm_access_signal_storm)
 	signal(SIGUSR1, noop_handler);
 	ops_vm_create(&t, guest_outs);
 	nfd = open_notify(t.gmem, 0);
-	pthread_create(&th, NULL, vcpu_thread, t.vcpu);
+	pthread_create(&th, NULL, gmem_presence_vcpu_thread, t.vcpu);
 
 	ASSERT_EQ(read(nfd, &ev, sizeof(ev)), sizeof(ev));
 	ASSERT_EQ(ev.origin, KVM_GMEM_ORIGIN_KVM);

@@ -789,14 +789,6 @@ static void guest_outs(u64 gpa, u64 npages)
 	GUEST_DONE();
 }
 
-static void *run_vcpu_thread(void *arg)
-{
-	struct kvm_vcpu *vcpu = arg;
-	long r = _vcpu_run(vcpu);
-
-	return (void *)(r ? (long)-errno : 0);
-}
-
 /* A KVM-internal access (the emulator) is gated through the gmem mmap. */
 TEST(kvm_internal_access)
 {
@@ -809,7 +801,7 @@ TEST(kvm_internal_access)
 
 	pvm_create(&t, guest_outs, true);
 	nfd = gmem_notify_fd(t.gmem, 0);
-	pthread_create(&th, NULL, run_vcpu_thread, t.vcpu);
+	pthread_create(&th, NULL, gmem_presence_vcpu_thread, t.vcpu);
 
 	ASSERT_TRUE(gmem_read_event(nfd, &ev, 20000));
 	ASSERT_EQ(ev.offset, 0);
@@ -1057,7 +1049,7 @@ static int pvm_start_waiting_vcpu(struct pvm *t, pthread_t *th)
 	pvm_create(t, guest_read_pages, false);
 	set_policy(t->vm, KVM_GMEM_PRESENCE_WAIT);
 	nfd = gmem_notify_fd(t->gmem, 0);
-	pthread_create(th, NULL, run_vcpu_thread, t->vcpu);
+	pthread_create(th, NULL, gmem_presence_vcpu_thread, t->vcpu);
 	TEST_ASSERT(gmem_read_event(nfd, &ev, 20000), "no record");
 	usleep(100000);
 	return nfd;

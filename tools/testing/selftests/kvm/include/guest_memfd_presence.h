@@ -165,6 +165,18 @@ static inline void gmem_presence_assert_exit(struct kvm_vcpu *vcpu, int r,
 	TEST_ASSERT_EQ(vcpu->run->memory_fault.size, PAGE_SIZE);
 }
 
+/*
+ * pthread body: KVM_RUN @arg (a struct kvm_vcpu *) until it returns other
+ * than EINTR; the thread's result is 0 or -errno.
+ */
+static inline void *gmem_presence_vcpu_thread(void *arg)
+{
+	struct kvm_vcpu *vcpu = arg;
+	long r = _vcpu_run(vcpu);
+
+	return (void *)(r ? (long)-errno : 0);
+}
+
 /* The guest reached GUEST_DONE(); report its assertion if it failed. */
 static inline void gmem_presence_assert_done(struct kvm_vcpu *vcpu)
 {
