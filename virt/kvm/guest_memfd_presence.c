@@ -911,12 +911,17 @@ int kvm_gmem_vcpu_wait(struct kvm_vcpu *vcpu, int r)
 	return r;
 }
 
-/*
- * KVM_CAP_GUEST_MEMFD_PRESENCE: legacy SEV and SEV-ES VMs are of the default
- * type but encrypt memory that COPY would fill in plaintext, so once
- * encryption is set up presence is refused, and the other way round.
+/**
+ * kvm_gmem_presence_supported() - may @kvm create presence guest_memfds?
+ * @kvm: the VM, or NULL for a query on /dev/kvm
+ *
+ * Legacy SEV and SEV-ES VMs are of the default type but encrypt memory that
+ * COPY would fill in plaintext, so once encryption is set up presence is
+ * refused, and the other way round (see kvm_gmem_presence_forbid()).
+ *
+ * Return: true if GUEST_MEMFD_FLAG_PRESENCE is supported.
  */
-static bool kvm_gmem_presence_allowed(struct kvm *kvm)
+bool kvm_gmem_presence_supported(struct kvm *kvm)
 {
 	return kvm_arch_supports_gmem_presence(kvm) &&
 	       (!kvm || !READ_ONCE(kvm->gmem_presence_forbidden));
@@ -926,22 +931,11 @@ u64 kvm_gmem_presence_policies(struct kvm *kvm)
 {
 	u64 policies = KVM_GMEM_PRESENCE_EXIT | KVM_GMEM_PRESENCE_WAIT;
 
-	if (!kvm_gmem_presence_allowed(kvm))
+	if (!kvm_gmem_presence_supported(kvm))
 		return 0;
 	if (IS_ENABLED(CONFIG_KVM_ASYNC_PF))
 		policies |= KVM_GMEM_PRESENCE_ASYNC;
 	return policies;
-}
-
-/**
- * kvm_gmem_presence_supported() - may @kvm create presence guest_memfds?
- * @kvm: the VM, or NULL for a query on /dev/kvm
- *
- * Return: true if GUEST_MEMFD_FLAG_PRESENCE is supported.
- */
-bool kvm_gmem_presence_supported(struct kvm *kvm)
-{
-	return kvm_gmem_presence_allowed(kvm);
 }
 
 /**
@@ -953,7 +947,7 @@ bool kvm_gmem_presence_supported(struct kvm *kvm)
 int kvm_gmem_presence_claim(struct kvm *kvm)
 {
 	guard(mutex)(&kvm->lock);
-	if (!kvm_gmem_presence_allowed(kvm))
+	if (!kvm_gmem_presence_supported(kvm))
 		return -EINVAL;
 	kvm->gmem_presence_used = true;
 	return 0;
