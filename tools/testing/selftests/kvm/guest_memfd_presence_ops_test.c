@@ -47,13 +47,7 @@ static int op_errno(int gmem, u32 op, u64 offset, u64 size, const void *src)
 /* Copy in @page, every word OPS_PATTERN(@value). */
 static void copy_pattern(int gmem, u64 page, u64 value)
 {
-	u64 *buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
-	int i;
-
-	for (i = 0; i < PAGE_SIZE / 8; i++)
-		buf[i] = OPS_PATTERN(value);
-	gmem_copy_in(gmem, page * PAGE_SIZE, buf, PAGE_SIZE);
-	free(buf);
+	gmem_copy_in_word(gmem, page, OPS_PATTERN(value));
 }
 
 static bool page_present(int gmem, u64 page)

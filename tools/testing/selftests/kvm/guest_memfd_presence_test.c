@@ -54,13 +54,7 @@ static void set_present(int fd, u64 offset, u64 size)
 /* Copy in one page filled with PATTERN(page index). */
 static void copy_in_page(int fd, u64 page)
 {
-	u64 *buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
-	int i;
-
-	for (i = 0; i < PAGE_SIZE / 8; i++)
-		buf[i] = PATTERN(page);
-	gmem_copy_in(fd, page * PAGE_SIZE, buf, PAGE_SIZE);
-	free(buf);
+	gmem_copy_in_word(fd, page, PATTERN(page));
 }
 
 /* Not present again, contents kept (shared memory only). */

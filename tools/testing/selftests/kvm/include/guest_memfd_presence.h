@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -61,6 +62,19 @@ static inline void gmem_copy_in(int gmem, u64 offset, const void *src, u64 size)
 		    (unsigned long long)offset, (unsigned long long)size, r,
 		    errno);
 	TEST_ASSERT_EQ(done, size);
+}
+
+/* Copy in page @page with every 64-bit word set to @word. */
+static inline void gmem_copy_in_word(int gmem, u64 page, u64 word)
+{
+	u64 *buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
+	int i;
+
+	TEST_ASSERT(buf, "aligned_alloc");
+	for (i = 0; i < PAGE_SIZE / 8; i++)
+		buf[i] = word;
+	gmem_copy_in(gmem, page * PAGE_SIZE, buf, PAGE_SIZE);
+	free(buf);
 }
 
 static inline int gmem_notify_fd(int gmem, u32 flags)
