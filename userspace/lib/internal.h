@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libgmfp internals shared by the library's files and its unit tests (which
+ * link the objects directly).  Nothing here is exported from the shared
+ * library: libgmfp.map lists the public symbols.
+ */
+#ifndef GMFP_INTERNAL_H
+#define GMFP_INTERNAL_H
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "gmfp.h"
+
+#define GMFP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define GMFP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define GMFP_DIV_ROUND_UP(a, b) (((a) + (b) - 1) / (b))
+
+/*
+ * Options structs grow at the end.  Copy what the caller's (possibly older
+ * or newer) struct has into ours; a newer caller's extra bytes must be zero,
+ * else -E2BIG (it asked for something this library does not know).
+ */
+int gmfp_opts_copy(void *dst, size_t dst_sz, const void *src);
+
+/* Monotonic clock in ns. */
+static inline uint64_t gmfp_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- page sources (source.c) ---- */
+struct gmfp_source {
+	struct gmfp_source_ops ops;
+	void *ctx;
+	_Atomic uint64_t requests, pages, failures, reconnects;
+};
+
+/* For sources that count reconnects themselves (source_tcp.c). */
+void gmfp_source_count_reconnect(struct gmfp_source *s);
+
+/* ---- latency histogram (hist.c) ---- */
+/*
+ * log2 buckets of microseconds, updated with relaxed atomics from any
+ * thread: bucket 0 is [0, 2) us, bucket i >= 1 is [2^i, 2^(i+1)) us, the
+ * last bucket also holds everything above.
+ */
+struct gmfp_hist {
+	_Atomic uint64_t bucket[GMFP_HIST_BUCKETS];
+	_Atomic uint64_t count;
+	_Atomic uint64_t max_us;
+};
+
+void gmfp_hist_add(struct gmfp_hist *h, uint64_t us);
+unsigned int gmfp_hist_bucket_of(uint64_t us);
+/* Snapshot into plain arrays. */
+void gmfp_hist_read(struct gmfp_hist *h, uint64_t bucket[GMFP_HIST_BUCKETS],
+		    uint64_t *count, uint64_t *max_us);
+/*
+ * Percentile @pct (0 < pct <= 100) of a snapshot: the upper bound of the
+ * bucket holding the pct-th sample, capped at max_us; 0 if count is 0.
+ */
+uint64_t gmfp_hist_percentile(const uint64_t bucket[GMFP_HIST_BUCKETS],
+			      uint64_t count, uint64_t max_us, double pct);
+
+/* ---- JSON (json.c) ---- */
+/* struct gmfp_engine_stats as one JSON object; snprintf() semantics. */
+int gmfp_stats_to_json(const struct gmfp_engine_stats *st, char *buf, size_t len);
+
+/* ---- page runs (range.c) ---- */
+/*
+ * Sort @pgoffs in place and split into maximal runs of consecutive
+ * indices (duplicates dropped); calls @fn(arg, first, npages) for each,
+ * stopping at the first non-zero return, which is returned.  Runs are cut at
+ * @max_run pages (0: no limit).
+ */
+int gmfp_for_each_run(uint64_t *pgoffs, size_t n, uint64_t max_run,
+		      int (*fn)(void *arg, uint64_t first, uint64_t npages),
+		      void *arg);
+
+/* ---- recorded access order (order.c) ---- */
+/*
+ * Parse an order file: one "region pgoff" pair of decimal numbers per line,
+ * '#' comments and blank lines ignored.  Entries with region >= nr_regions
+ * or pgoff >= region_pages[region] are dropped (counted in *@dropped).
+ * Returns the number of entries (in *@out, malloc()ed, in file order) or
+ * -errno (-EINVAL for a malformed line, with its 1-based number in
+ * *@bad_line).
+ */
+struct gmfp_order_entry {
+	uint32_t region;
+	uint64_t pgoff;
+};
+ssize_t gmfp_order_parse(const char *text, size_t len, uint32_t nr_regions,
+			 const uint64_t *region_pages,
+			 struct gmfp_order_entry **out, size_t *dropped,
+			 size_t *bad_line);
+ssize_t gmfp_order_load(const char *path, uint32_t nr_regions,
+			const uint64_t *region_pages,
+			struct gmfp_order_entry **out, size_t *dropped);
+/* Write entries as an order file (atomically: temp file + rename). */
+int gmfp_order_save(const char *path, const struct gmfp_order_entry *e, size_t n);
+
+/*
+ * Around-demand order: the next page to fill, given the latest demand fault
+ * @center and a cursor state.  Walks center+1, center-1, center+2, ... in
+ * runs; state is reset whenever the center changes.
+ */
+struct gmfp_around {
+	uint64_t center;
+	uint64_t dist;		/* next distance to try */
+	bool up_done, down_done;
+};
+void gmfp_around_reset(struct gmfp_around *a, uint64_t center);
+/*
+ * Next candidate run start in [0, npages): returns false once both sides
+ * are exhausted.  *@first is the page; the run goes up (or down) from it.
+ */
+bool gmfp_around_next(struct gmfp_around *a, uint64_t npages, uint64_t *first);
+
+/* ---- bitmaps ---- */
+static inline bool gmfp_test_bit(const _Atomic uint64_t *map, uint64_t i)
+{
+	return atomic_load_explicit(&map[i / 64], memory_order_acquire) &
+	       (1ull << (i % 64));
+}
+
+/* Sets bit @i; returns its old value. */
+static inline bool gmfp_set_bit(_Atomic uint64_t *map, uint64_t i)
+{
+	uint64_t m = 1ull << (i % 64);
+
+	return atomic_fetch_or_explicit(&map[i / 64], m, memory_order_acq_rel) & m;
+}
+
+static inline bool gmfp_clear_bit(_Atomic uint64_t *map, uint64_t i)
+{
+	uint64_t m = 1ull << (i % 64);
+
+	return atomic_fetch_and_explicit(&map[i / 64], ~m, memory_order_acq_rel) & m;
+}
+
+/* First clear bit at or after @from below @n, or @n. */
+uint64_t gmfp_find_next_zero(const _Atomic uint64_t *map, uint64_t n, uint64_t from);
+
+#endif /* GMFP_INTERNAL_H */
