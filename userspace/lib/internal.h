@@ -45,6 +45,27 @@ struct gmfp_source {
 /* For sources that count reconnects themselves (source_tcp.c). */
 void gmfp_source_count_reconnect(struct gmfp_source *s);
 
+/* ---- the kernel, as the engine sees it (engine.c) ---- */
+/*
+ * The engine reaches the kernel only through this table.  The default is
+ * the uAPI layer (uapi.c); unit tests install a fake kernel to drive the
+ * engine's scheduling on a machine without the patched kernel.  gmem is a
+ * real fd either way (the engine dup()s and fstat()s it), and notify_open
+ * must return an fd that polls readable when records are queued.
+ */
+struct gmfp_kops {
+	int (*notify_open)(void *ctx, int gmem, unsigned int flags);
+	ssize_t (*notify_read)(void *ctx, int nfd, struct gmfp_event *ev, size_t max);
+	int (*bitmap)(void *ctx, int gmem, uint64_t off, uint64_t len, uint64_t *bm);
+	int (*mark)(void *ctx, int gmem, uint64_t off, uint64_t len);
+	int64_t (*copy)(void *ctx, int gmem, uint64_t off, const void *src,
+			uint64_t len, unsigned int flags, uint64_t *done);
+	int (*finish)(void *ctx, int gmem);
+	int (*stats)(void *ctx, int gmem, struct gmfp_gmem_stats *st);
+};
+/* Before gmfp_engine_add(). */
+void gmfp_engine_set_kops(struct gmfp_engine *e, const struct gmfp_kops *k, void *ctx);
+
 /* ---- latency histogram (hist.c) ---- */
 /*
  * log2 buckets of microseconds, updated with relaxed atomics from any
@@ -116,6 +137,7 @@ struct gmfp_around {
 	uint64_t center;
 	uint64_t dist;		/* next distance to try */
 	bool up_done, down_done;
+	bool down_next;		/* this dist's down side is next (up done) */
 };
 void gmfp_around_reset(struct gmfp_around *a, uint64_t center);
 /*
