@@ -67,7 +67,7 @@ struct region {
 	uint64_t npages;
 	_Atomic uint64_t *done;		/* present (installed or found present) */
 	_Atomic uint64_t nr_done;
-	bool finished;
+	_Atomic bool finished;
 };
 
 struct engine_stats {
@@ -207,7 +207,10 @@ static unsigned long hash_key(uint64_t key)
 
 static int match_key(struct cds_lfht_node *node, const void *key)
 {
-	return caa_container_of(node, struct req, node)->key == *(const uint64_t *)key;
+	struct req *r = caa_container_of(node, struct req, node);
+
+	GMFP_TSAN_ACQUIRE(r);
+	return r->key == *(const uint64_t *)key;
 }
 
 static void count(_Atomic uint64_t *c, uint64_t n)
@@ -222,7 +225,10 @@ static bool is_done(struct gmfp_engine *e, uint64_t key)
 
 static void free_req_rcu(struct rcu_head *head)
 {
-	free(caa_container_of(head, struct req, rcu));
+	struct req *r = caa_container_of(head, struct req, rcu);
+
+	GMFP_TSAN_ACQUIRE(r);
+	free(r);
 }
 
 /* ---- requests ---- */
@@ -249,14 +255,19 @@ static struct req *req_alloc(uint64_t key, bool demand, uint32_t origin)
 static struct req *req_insert(struct gmfp_engine *e, struct req *r)
 {
 	struct cds_lfht_node *n;
+	struct req *cur;
 
+	GMFP_TSAN_RELEASE(r);
 	n = cds_lfht_add_unique(e->ht, hash_key(r->key), match_key, &r->key, &r->node);
-	return caa_container_of(n, struct req, node);
+	cur = caa_container_of(n, struct req, node);
+	GMFP_TSAN_ACQUIRE(cur);
+	return cur;
 }
 
 /* The page is present: drop its request.  Caller holds the RCU read lock. */
 static void req_retire(struct gmfp_engine *e, struct req *r)
 {
+	GMFP_TSAN_RELEASE(r);
 	if (!cds_lfht_del(e->ht, &r->node))
 		call_rcu(&r->rcu, free_req_rcu);
 }
@@ -349,6 +360,7 @@ static void want_page(struct gmfp_engine *e, uint64_t key, uint32_t origin)
 	}
 	atomic_store_explicit(&e->last_demand, key, memory_order_relaxed);
 	record_demand(e, key);
+	GMFP_TSAN_RELEASE(r);
 	cds_wfcq_enqueue(&e->dq_head, &e->dq_tail, &r->qnode);
 	wake_workers(e, false);
 }
@@ -428,6 +440,7 @@ static void take_injected(struct gmfp_engine *e)
 	while ((qn = cds_wfcq_dequeue_blocking(&e->inj_head, &e->inj_tail))) {
 		struct req *r = caa_container_of(qn, struct req, qnode);
 
+		GMFP_TSAN_ACQUIRE(r);
 		want_page(e, r->key, r->origin);
 		free(r);
 	}
@@ -651,7 +664,9 @@ static uint32_t take_demand(struct gmfp_engine *e, struct req **out, uint32_t ma
 
 		if (!qn)
 			break;
-		out[n++] = caa_container_of(qn, struct req, qnode);
+		out[n] = caa_container_of(qn, struct req, qnode);
+		GMFP_TSAN_ACQUIRE(out[n]);
+		n++;
 	}
 	return n;
 }
@@ -1188,6 +1203,7 @@ int gmfp_engine_demand(struct gmfp_engine *e, uint32_t region, uint64_t pgoff,
 		if (!r)
 			return -ENOMEM;
 		/* The reader inserts it: it is a registered RCU thread. */
+		GMFP_TSAN_RELEASE(r);
 		cds_wfcq_enqueue(&e->inj_head, &e->inj_tail, &r->qnode);
 		if (write(e->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 			return -errno;
@@ -1238,8 +1254,10 @@ static void *drain_main(void *arg)
 	while ((qn = cds_wfcq_dequeue_blocking(&e->inj_head, &e->inj_tail)))
 		free(caa_container_of(qn, struct req, qnode));
 	rcu_read_lock();
-	cds_lfht_for_each_entry(e->ht, &it, r, node)
+	cds_lfht_for_each_entry(e->ht, &it, r, node) {
+		GMFP_TSAN_ACQUIRE(r);
 		req_retire(e, r);
+	}
 	rcu_read_unlock();
 	rcu_barrier();
 	rcu_unregister_thread();

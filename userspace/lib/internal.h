@@ -15,6 +15,21 @@
 
 #include "gmfp.h"
 
+/*
+ * liburcu publishes nodes with its own inline-asm atomics, which TSan does
+ * not see.  Where a node goes through a wfcqueue or the lfht from one
+ * thread to another, these tell TSan about the ordering liburcu provides.
+ */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define GMFP_TSAN_RELEASE(p) __tsan_release(p)
+#define GMFP_TSAN_ACQUIRE(p) __tsan_acquire(p)
+#else
+#define GMFP_TSAN_RELEASE(p) ((void)(p))
+#define GMFP_TSAN_ACQUIRE(p) ((void)(p))
+#endif
+
 #define GMFP_LIKELY(x) __builtin_expect(!!(x), 1)
 #define GMFP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define GMFP_DIV_ROUND_UP(a, b) (((a) + (b) - 1) / (b))

@@ -1,0 +1,439 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * The gmfp wire protocol: frame encoder and decoder (format in gmfp_wire.h).
+ *
+ * Every integer goes through byte loads and stores: a frame sits anywhere in
+ * a receive buffer, with no particular alignment, and is little-endian
+ * whatever the host is.  The decoder is fed bytes straight off a socket from
+ * a peer we do not trust, so it reads nothing at or past @len, rejects a
+ * frame as soon as its header shows that it can never be valid (so a peer
+ * cannot make us wait for, or buffer, a megabyte of garbage), and accepts a
+ * frame only if every byte of it is what the format says: there is exactly
+ * one encoding of each message, and decode followed by encode gives back the
+ * same bytes.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "gmfp_wire.h"
+#include "internal.h"
+
+/* Fixed payload parts, before any variable array. */
+#define HELLO_FIXED	20
+#define WELCOME_FIXED	16
+#define REQ_SIZE	16
+#define DATA_FIXED	16
+#define ERROR_SIZE	24
+
+static inline uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static inline uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+static inline void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static inline void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)v);
+	put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint32_t zero_words(uint32_t npages)
+{
+	return GMFP_DIV_ROUND_UP(npages, 64);
+}
+
+/* Bits of the last bitmap word that name pages (all of them if a full word). */
+static inline uint64_t last_word_mask(uint32_t npages)
+{
+	return npages % 64 ? (1ull << (npages % 64)) - 1 : ~0ull;
+}
+
+/*
+ * What the header alone tells about a payload of @length bytes for @type:
+ * -EBADMSG if no frame of that type can be that long.  Fixed-size frames
+ * are checked exactly; the variable ones as far as the header allows.
+ */
+static int check_length(uint8_t type, uint32_t length)
+{
+	switch (type) {
+	case GMFP_WIRE_HELLO:
+		if (length < HELLO_FIXED || (length - HELLO_FIXED) % 8 ||
+		    (length - HELLO_FIXED) / 8 > GMFP_WIRE_MAX_REGIONS)
+			return -EBADMSG;
+		return 0;
+	case GMFP_WIRE_WELCOME:
+		if (length < WELCOME_FIXED || (length - WELCOME_FIXED) % 8 ||
+		    (length - WELCOME_FIXED) / 8 > GMFP_WIRE_MAX_REGIONS)
+			return -EBADMSG;
+		return 0;
+	case GMFP_WIRE_REQ:
+		return length == REQ_SIZE ? 0 : -EBADMSG;
+	case GMFP_WIRE_DATA:
+		/* at least the fixed part and one bitmap word */
+		return length >= DATA_FIXED + 8 ? 0 : -EBADMSG;
+	case GMFP_WIRE_ERROR:
+		return length == ERROR_SIZE ? 0 : -EBADMSG;
+	case GMFP_WIRE_BYE:
+		return length == 0 ? 0 : -EBADMSG;
+	default:
+		return -EBADMSG;
+	}
+}
+
+static int decode_hello(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *m)
+{
+	uint32_t nr;
+
+	m->u.hello.min_version = get16(p);
+	m->u.hello.max_version = get16(p + 2);
+	m->u.hello.channel = p[4];
+	if (p[5] || p[6] || p[7] || get32(p + 16))
+		return -EBADMSG;
+	if (m->u.hello.channel != GMFP_WIRE_CH_DEMAND &&
+	    m->u.hello.channel != GMFP_WIRE_CH_BACKGROUND)
+		return -EBADMSG;
+	m->u.hello.page_size = get32(p + 8);
+	if (m->u.hello.page_size != GMFP_PAGE_SIZE)
+		return -EBADMSG;
+	nr = get32(p + 12);
+	/* check_length() bounded length, so this cannot overflow */
+	if (nr > GMFP_WIRE_MAX_REGIONS || length != HELLO_FIXED + 8 * nr)
+		return -EBADMSG;
+	m->u.hello.nr_regions = nr;
+	m->u.hello.region_sizes = p + HELLO_FIXED;
+	return 0;
+}
+
+static int decode_welcome(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *m)
+{
+	uint32_t nr;
+
+	m->u.welcome.min_version = m->u.welcome.max_version = get16(p);
+	if (get16(p + 2) || get32(p + 12))
+		return -EBADMSG;
+	m->u.welcome.page_size = get32(p + 4);
+	if (m->u.welcome.page_size != GMFP_PAGE_SIZE)
+		return -EBADMSG;
+	nr = get32(p + 8);
+	if (nr > GMFP_WIRE_MAX_REGIONS || length != WELCOME_FIXED + 8 * nr)
+		return -EBADMSG;
+	m->u.welcome.nr_regions = nr;
+	m->u.welcome.region_sizes = p + WELCOME_FIXED;
+	return 0;
+}
+
+static int decode_data(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *m)
+{
+	uint32_t npages = get32(p + 4), words, i, nzero = 0;
+	const uint8_t *z = p + DATA_FIXED;
+
+	m->u.data.region = get32(p);
+	m->u.data.npages = npages;
+	m->u.data.pgoff = get64(p + 8);
+	if (npages < 1 || npages > GMFP_WIRE_MAX_PAGES)
+		return -EBADMSG;
+	words = zero_words(npages);
+	/* the bitmap must be there before we look at it */
+	if (length < DATA_FIXED + 8 * words)
+		return -EBADMSG;
+	for (i = 0; i < words; i++) {
+		uint64_t w = get64(z + 8 * i);
+
+		if (i == words - 1 && (w & ~last_word_mask(npages)))
+			return -EBADMSG;
+		nzero += (uint32_t)__builtin_popcountll(w);
+	}
+	m->u.data.nr_data = npages - nzero;
+	if ((uint64_t)length != DATA_FIXED + 8ull * words +
+				(uint64_t)GMFP_PAGE_SIZE * m->u.data.nr_data)
+		return -EBADMSG;
+	m->u.data.zero = z;
+	m->u.data.pages = z + 8 * words;
+	return 0;
+}
+
+static int decode_error(const uint8_t *p, struct gmfp_wire_msg *m)
+{
+	m->u.error.region = get32(p);
+	m->u.error.npages = get32(p + 4);
+	m->u.error.pgoff = get64(p + 8);
+	m->u.error.err = (int32_t)get32(p + 16);
+	/* npages 0: an ERROR that answers no REQ (a refused HELLO) */
+	if (m->u.error.npages > GMFP_WIRE_MAX_PAGES || m->u.error.err <= 0 ||
+	    get32(p + 20))
+		return -EBADMSG;
+	return 0;
+}
+
+ssize_t gmfp_wire_decode(const void *buf, size_t len, struct gmfp_wire_msg *m)
+{
+	const uint8_t *p = buf, *pl = p + GMFP_WIRE_HDR_SIZE;
+	struct gmfp_wire_msg d;
+	uint32_t length;
+	int r;
+
+	if (len < GMFP_WIRE_HDR_SIZE)
+		return 0;
+	if (get32(p) != GMFP_WIRE_MAGIC)
+		return -EBADMSG;
+	if (p[4] != GMFP_WIRE_VERSION)
+		return -EPROTONOSUPPORT;
+	if (get16(p + 6))
+		return -EBADMSG;
+	if (p[5] < GMFP_WIRE_HELLO || p[5] > GMFP_WIRE_BYE)
+		return -EBADMSG;
+	length = get32(p + 8);
+	if (length > GMFP_WIRE_MAX_PAYLOAD)
+		return -EMSGSIZE;
+	r = check_length(p[5], length);
+	if (r)
+		return r;
+	if (len - GMFP_WIRE_HDR_SIZE < length)
+		return 0;
+
+	/* Into a local copy: *m is left alone for a malformed frame. */
+	memset(&d, 0, sizeof(d));
+	d.type = p[5];
+	d.version = p[4];
+	d.length = length;
+	d.seq = get32(p + 12);
+	switch (d.type) {
+	case GMFP_WIRE_HELLO:
+		r = decode_hello(pl, length, &d);
+		break;
+	case GMFP_WIRE_WELCOME:
+		r = decode_welcome(pl, length, &d);
+		break;
+	case GMFP_WIRE_REQ:
+		d.u.req.region = get32(pl);
+		d.u.req.npages = get32(pl + 4);
+		d.u.req.pgoff = get64(pl + 8);
+		if (d.u.req.npages < 1 || d.u.req.npages > GMFP_WIRE_MAX_PAGES)
+			r = -EBADMSG;
+		break;
+	case GMFP_WIRE_DATA:
+		r = decode_data(pl, length, &d);
+		break;
+	case GMFP_WIRE_ERROR:
+		r = decode_error(pl, &d);
+		break;
+	case GMFP_WIRE_BYE:
+		break;
+	}
+	if (r)
+		return r;
+	if (m)
+		*m = d;
+	return GMFP_WIRE_HDR_SIZE + (ssize_t)length;
+}
+
+uint64_t gmfp_wire_region_size(const struct gmfp_wire_msg *m, uint32_t i)
+{
+	/* hello and welcome share one layout of the union */
+	if (!m || (m->type != GMFP_WIRE_HELLO && m->type != GMFP_WIRE_WELCOME) ||
+	    i >= m->u.hello.nr_regions || !m->u.hello.region_sizes)
+		return 0;
+	return get64((const uint8_t *)m->u.hello.region_sizes + 8 * (size_t)i);
+}
+
+/*
+ * Common start of every encoder: room for a @length byte payload, header
+ * written.  Returns the frame size or -ENOSPC / -EINVAL.
+ */
+static ssize_t put_hdr(void *buf, size_t len, uint8_t type, uint32_t length,
+		       uint32_t seq)
+{
+	uint8_t *p = buf;
+	size_t need = GMFP_WIRE_HDR_SIZE + (size_t)length;
+
+	if (!buf && len)
+		return -EINVAL;
+	if (len < need)
+		return -ENOSPC;
+	put32(p, GMFP_WIRE_MAGIC);
+	p[4] = GMFP_WIRE_VERSION;
+	p[5] = type;
+	put16(p + 6, 0);
+	put32(p + 8, length);
+	put32(p + 12, seq);
+	return (ssize_t)need;
+}
+
+static int check_layout(uint32_t nr_regions, const uint64_t *region_sizes)
+{
+	if (nr_regions > GMFP_WIRE_MAX_REGIONS || (nr_regions && !region_sizes))
+		return -EINVAL;
+	return 0;
+}
+
+static void put_layout(uint8_t *p, uint32_t nr_regions, const uint64_t *region_sizes)
+{
+	uint32_t i;
+
+	for (i = 0; i < nr_regions; i++)
+		put64(p + 8 * (size_t)i, region_sizes[i]);
+}
+
+ssize_t gmfp_wire_encode_hello(void *buf, size_t len, uint32_t seq,
+			       uint8_t channel, uint32_t nr_regions,
+			       const uint64_t *region_sizes)
+{
+	uint8_t *p = buf;
+	ssize_t n;
+
+	if (channel != GMFP_WIRE_CH_DEMAND && channel != GMFP_WIRE_CH_BACKGROUND)
+		return -EINVAL;
+	if (check_layout(nr_regions, region_sizes))
+		return -EINVAL;
+	n = put_hdr(buf, len, GMFP_WIRE_HELLO, HELLO_FIXED + 8 * nr_regions, seq);
+	if (n < 0)
+		return n;
+	p += GMFP_WIRE_HDR_SIZE;
+	/* this implementation speaks exactly version 1 */
+	put16(p, GMFP_WIRE_VERSION);
+	put16(p + 2, GMFP_WIRE_VERSION);
+	p[4] = channel;
+	p[5] = p[6] = p[7] = 0;
+	put32(p + 8, GMFP_PAGE_SIZE);
+	put32(p + 12, nr_regions);
+	put32(p + 16, 0);
+	put_layout(p + HELLO_FIXED, nr_regions, region_sizes);
+	return n;
+}
+
+ssize_t gmfp_wire_encode_welcome(void *buf, size_t len, uint32_t seq,
+				 uint32_t nr_regions, const uint64_t *region_sizes)
+{
+	uint8_t *p = buf;
+	ssize_t n;
+
+	if (check_layout(nr_regions, region_sizes))
+		return -EINVAL;
+	n = put_hdr(buf, len, GMFP_WIRE_WELCOME, WELCOME_FIXED + 8 * nr_regions, seq);
+	if (n < 0)
+		return n;
+	p += GMFP_WIRE_HDR_SIZE;
+	put16(p, GMFP_WIRE_VERSION);
+	put16(p + 2, 0);
+	put32(p + 4, GMFP_PAGE_SIZE);
+	put32(p + 8, nr_regions);
+	put32(p + 12, 0);
+	put_layout(p + WELCOME_FIXED, nr_regions, region_sizes);
+	return n;
+}
+
+ssize_t gmfp_wire_encode_req(void *buf, size_t len, uint32_t seq, uint32_t region,
+			     uint64_t pgoff, uint32_t npages)
+{
+	uint8_t *p = buf;
+	ssize_t n;
+
+	if (npages < 1 || npages > GMFP_WIRE_MAX_PAGES)
+		return -EINVAL;
+	n = put_hdr(buf, len, GMFP_WIRE_REQ, REQ_SIZE, seq);
+	if (n < 0)
+		return n;
+	p += GMFP_WIRE_HDR_SIZE;
+	put32(p, region);
+	put32(p + 4, npages);
+	put64(p + 8, pgoff);
+	return n;
+}
+
+ssize_t gmfp_wire_encode_data(void *buf, size_t len, uint32_t seq, uint32_t region,
+			      uint64_t pgoff, uint32_t npages, const uint64_t *zero,
+			      const void *pages)
+{
+	const uint8_t *src = pages;
+	uint32_t words, i, j, nzero = 0;
+	uint8_t *p = buf, *out;
+	ssize_t n;
+
+	if (npages < 1 || npages > GMFP_WIRE_MAX_PAGES)
+		return -EINVAL;
+	words = zero_words(npages);
+	if (zero) {
+		/* stray bits past npages would make the frame malformed */
+		if (zero[words - 1] & ~last_word_mask(npages))
+			return -EINVAL;
+		for (i = 0; i < words; i++)
+			nzero += (uint32_t)__builtin_popcountll(zero[i]);
+	}
+	if (nzero < npages && !pages)
+		return -EINVAL;
+	n = put_hdr(buf, len, GMFP_WIRE_DATA,
+		    DATA_FIXED + 8 * words + GMFP_PAGE_SIZE * (npages - nzero), seq);
+	if (n < 0)
+		return n;
+	p += GMFP_WIRE_HDR_SIZE;
+	put32(p, region);
+	put32(p + 4, npages);
+	put64(p + 8, pgoff);
+	for (i = 0; i < words; i++)
+		put64(p + DATA_FIXED + 8 * i, zero ? zero[i] : 0);
+
+	/* the non-zero pages, one memcpy() per run of them */
+	out = p + DATA_FIXED + 8 * words;
+	for (i = 0; i < npages; i = j) {
+		if (zero && (zero[i / 64] >> (i % 64) & 1)) {
+			j = i + 1;
+			continue;
+		}
+		for (j = i + 1; j < npages; j++)
+			if (zero && (zero[j / 64] >> (j % 64) & 1))
+				break;
+		memcpy(out, src + (size_t)i * GMFP_PAGE_SIZE,
+		       (size_t)(j - i) * GMFP_PAGE_SIZE);
+		out += (size_t)(j - i) * GMFP_PAGE_SIZE;
+	}
+	return n;
+}
+
+ssize_t gmfp_wire_encode_error(void *buf, size_t len, uint32_t seq, uint32_t region,
+			       uint64_t pgoff, uint32_t npages, int err)
+{
+	uint8_t *p = buf;
+	ssize_t n;
+
+	if (err <= 0 || npages > GMFP_WIRE_MAX_PAGES)
+		return -EINVAL;
+	n = put_hdr(buf, len, GMFP_WIRE_ERROR, ERROR_SIZE, seq);
+	if (n < 0)
+		return n;
+	p += GMFP_WIRE_HDR_SIZE;
+	put32(p, region);
+	put32(p + 4, npages);
+	put64(p + 8, pgoff);
+	put32(p + 16, (uint32_t)err);
+	put32(p + 20, 0);
+	return n;
+}
+
+ssize_t gmfp_wire_encode_bye(void *buf, size_t len)
+{
+	return put_hdr(buf, len, GMFP_WIRE_BYE, 0, 0);
+}
