@@ -11,6 +11,8 @@
 #                     x86_64 bzImage and the KVM core for arm64, i386, s390
 #   make cross-build  the KVM core (arch/<arch>/kvm/ + virt/kvm/) with W=1 for
 #                     arm64, i386, s390 [CROSS_ARCHES="arm64"]
+#   make bench-lib    libgmfp's engine vs the simplest serving loop, in the VM
+#                     (release kernel, tsc=reliable); prints a table
 #   make mutants      re-introduce each review-round defect; its selftest must
 #                     fail (scripts/mutants.py, ~70 s a mutant)
 #   make clean        out/ and userspace build   make distclean   + cached trees/builds
@@ -29,7 +31,7 @@ FLAVOR ?= debug
 export FLAVOR
 S := scripts
 
-.PHONY: all userspace deps kernel selftests initramfs vm-test check check-series cross-build mutants demo shell clean distclean
+.PHONY: all userspace deps kernel selftests initramfs vm-test check check-series cross-build mutants demo shell clean distclean bench bench-lib
 
 all: userspace
 
@@ -75,6 +77,13 @@ cross-build: deps
 # Each mutant re-introduces a defect the review round fixed; its test must fail.
 mutants: deps
 	@$(S)/mutants.py
+
+# Benchmarks print figures; they are not pass/fail tests.  Release kernel,
+# fine guest clock (the TSC; the VM otherwise falls back to jiffies).
+bench: bench-lib
+bench-lib: deps
+	@FLAVOR=release TESTS=userspace/bench_lib APPEND="tsc=reliable $(APPEND)" \
+		VERBOSE=1 KST_TIMEOUT=$${KST_TIMEOUT:-900} $(S)/vm-test.sh
 
 demo: deps
 	@echo "demo: boots the test VM and runs guest_memfd_presence_test."

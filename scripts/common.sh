@@ -10,6 +10,8 @@
 #   TREE     $CACHE/tree-$KVER                 assembled tree (pristine + ours)
 #   KBUILD   $CACHE/build/$KVER-$FLAVOR        kbuild output, bzImage
 #   KST      $CACHE/kselftest-$KVER            static KVM selftest binaries
+#   UVM      $CACHE/userspace-vm-$KVER         in-VM programs of userspace/tests/vm
+#            (named "userspace/<name>" in TESTS; dynamically linked, ASan+UBSan)
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gmem-presence}
 OUT=${OUT:-$TOP/out}
@@ -78,18 +80,31 @@ resolve_paths() {
 	TREE=${TREE:-$CACHE/tree-$KVER}
 	KBUILD=${KBUILD:-$CACHE/build/$KVER-$FLAVOR}
 	KST=${KST:-$CACHE/kselftest-$KVER}
-	export SRC KVER TREE KBUILD KST
+	UVM=${UVM:-$CACHE/userspace-vm-$KVER}
+	export SRC KVER TREE KBUILD KST UVM
+}
+
+# The in-VM programs of the userspace library: userspace/tests/vm/*_test.c.
+userspace_vm_tests() {
+	local f
+	for f in "$TOP"/userspace/tests/vm/*_test.c; do
+		[ -f "$f" ] && echo "userspace/$(basename "$f" .c)"
+	done
 }
 
 # The default test list: upstream tests plus our own tests whose source exists
-# in the assembled tree.
+# in the assembled tree, plus the userspace library's in-VM programs.
 default_tests() {
 	local t list=$UPSTREAM_TESTS
 	for t in $OUR_TESTS; do
 		[ -f "$TREE/tools/testing/selftests/kvm/$t.c" ] && list="$list $t"
 	done
-	echo $list
+	echo $list $(userspace_vm_tests)
 }
+
+# Split a test list into KVM selftests and userspace/ programs.
+kselftests_of() { local t; for t in "$@"; do case $t in userspace/*) ;; *) echo "$t" ;; esac; done; }
+userspace_of() { local t; for t in "$@"; do case $t in userspace/*) echo "$t" ;; esac; done; }
 
 # TESTS may use "name:arg1:arg2" to pass arguments; strip them for building.
 test_names() {

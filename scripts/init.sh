@@ -27,6 +27,11 @@ mount -t tmpfs tmpfs /dev/shm   # POSIX shm/semaphores (sem_open)
 mount -t tmpfs tmpfs /tmp
 mount -t hugetlbfs none /dev/hugepages 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+# loopback for the page-server tests of userspace/ (no other network)
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up 2>/dev/null
+# in-VM programs built with ASan+UBSan: fail on any report
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "=== KST: $*"; }

@@ -2,6 +2,8 @@
 # Build the test initramfs (newc cpio, uncompressed): static busybox,
 # scripts/init.sh as /init, the stripped static selftests under /kvm.
 #   KST       selftest binaries                 default: common.sh
+#   UVM       userspace/ in-VM programs (with the shared libraries they need,
+#             copied from this machine at the paths ldd names)
 #   TESTS     tests to include and run by default ("name:args" accepted)
 #             default: the project's default set
 #   INITRD    output file                       default $OUT/initramfs.cpio
@@ -24,7 +26,21 @@ mkdir -p "$ROOT"/{bin,sbin,proc,sys,dev,tmp,kvm/x86}
 file -L "$BUSYBOX" | grep -q 'statically linked' || die "$BUSYBOX is not static (apt install busybox-static)"
 cp "$BUSYBOX" "$ROOT/bin/busybox"
 install -m755 "$TOP/scripts/init.sh" "$ROOT/init"
+# A dynamically linked program and everything ld.so will load for it.
+add_dynamic() {
+	local bin=$1 dst=$2 lib
+	install -D -m755 "$bin" "$ROOT/$dst"
+	for lib in $(ldd "$bin" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }'); do
+		[ -e "$ROOT$lib" ] || install -D -m755 "$(readlink -f "$lib")" "$ROOT$lib"
+	done
+}
 for t in $(test_names $run); do
+	case $t in
+	userspace/*)
+		[ -x "$UVM/${t#userspace/}" ] || die "missing userspace program $UVM/${t#userspace/} (make selftests TESTS=...)"
+		add_dynamic "$UVM/${t#userspace/}" "kvm/$t"
+		continue ;;
+	esac
 	[ -f "$KST/$t" ] || die "missing selftest binary $KST/$t (make selftests TESTS=...)"
 	file "$KST/$t" | grep -q 'statically linked' || die "$t is not statically linked"
 	if [ "${STRIP:-1}" = 1 ]; then strip -o "$ROOT/kvm/$t" "$KST/$t"; else cp "$KST/$t" "$ROOT/kvm/$t"; fi

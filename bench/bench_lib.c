@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * bench_lib: how fast libgmfp's engine serves presence faults, against the
+ * simplest loop a VMM could write (read one record, pread the page, COPY it).
+ *
+ * In the test VM (`make bench-lib`: release kernel, tsc=reliable), for each
+ * server: a fresh presence guest_memfd of NPAGES pages, an image file on
+ * tmpfs, and ACCESSORS threads that fault every page once through the
+ * guest_memfd mapping, in a random or a sequential order.  Each access is
+ * timed by the accessor (fault -> contents visible); the run's pages/s is
+ * pages / wall time.  Prints one table row per server.
+ *
+ *   bench_lib [npages [accessors]]      defaults 16384 (64 MiB), 4
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/kvm.h>
+
+#include "gmfp.h"
+#include "internal.h"
+
+#define PG GMFP_PAGE_SIZE
+
+static uint64_t npages = 16384;
+static unsigned int accessors = 4;
+static int image_fd;
+static int kvm_fd;
+
+static uint64_t word0(uint64_t p)
+{
+	return 0x9e3779b97f4a7c15ull * (p + 1);
+}
+
+static int make_image(void)
+{
+	char path[] = "/tmp/bench-image-XXXXXX";
+	uint64_t *buf = calloc(1, PG), p;
+	int fd = mkstemp(path);
+
+	if (fd < 0 || !buf)
+		return -1;
+	unlink(path);
+	for (p = 0; p < npages; p++) {
+		buf[0] = word0(p);
+		buf[PG / 8 - 1] = ~word0(p);
+		if (pwrite(fd, buf, PG, (off_t)(p * PG)) != PG)
+			return -1;
+	}
+	free(buf);
+	return fd;
+}
+
+struct run {
+	int vm, gmem;
+	volatile uint8_t *hva;
+	uint64_t *order;
+	struct gmfp_hist lat;
+	_Atomic uint64_t bad;
+	_Atomic bool stop;
+};
+
+struct acc {
+	struct run *r;
+	unsigned int idx;
+	pthread_t t;
+};
+
+static void *accessor_main(void *arg)
+{
+	struct acc *a = arg;
+	struct run *r = a->r;
+	uint64_t k;
+
+	for (k = a->idx; k < npages; k += accessors) {
+		uint64_t p = r->order[k], t0 = gmfp_now_ns(), v;
+
+		v = *(volatile uint64_t *)(r->hva + p * PG);
+		gmfp_hist_add(&r->lat, (gmfp_now_ns() - t0) / 1000);
+		if (v != word0(p))
+			atomic_fetch_add(&r->bad, 1);
+	}
+	return NULL;
+}
+
+/* The baseline: one record, one pread, one COPY, in a loop. */
+static void *simple_loop(void *arg)
+{
+	struct run *r = arg;
+	struct gmfp_event ev;
+	void *buf = aligned_alloc(PG, PG);
+	int nfd = gmfp_notify_open(r->gmem, GMFP_NOTIFY_CLOEXEC | GMFP_NOTIFY_NONBLOCK);
+	uint64_t served = 0;
+
+	while (buf && nfd >= 0 && served < npages && !atomic_load(&r->stop)) {
+		ssize_t n = gmfp_notify_read(nfd, &ev, 1);
+
+		if (n == -EAGAIN) {
+			struct timespec ts = { 0, 20000 };
+
+			/* a blocking read would do; polling keeps stop simple */
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (n != 1)
+			break;
+		if (pread(image_fd, buf, PG, (off_t)ev.offset) != PG)
+			break;
+		if (gmfp_gmem_copy(r->gmem, ev.offset, buf, PG, GMFP_COPY_SKIP_PRESENT, NULL) < 0)
+			break;
+		served++;
+	}
+	if (nfd >= 0)
+		close(nfd);
+	free(buf);
+	return NULL;
+}
+
+static void shuffle(uint64_t *v, uint64_t n, uint64_t seed)
+{
+	uint64_t i;
+
+	for (i = 0; i < n; i++)
+		v[i] = i;
+	for (i = n - 1; i > 0; i--) {
+		uint64_t j, t;
+
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		j = (seed >> 33) % (i + 1);
+		t = v[i];
+		v[i] = v[j];
+		v[j] = t;
+	}
+}
+
+/*
+ * One run.  workers 0: the simple loop, else the engine with that many
+ * workers; readahead: demand_readahead.
+ */
+static int bench(const char *pattern, unsigned int workers, unsigned int readahead)
+{
+	GMFP_OPTS_INIT(struct gmfp_engine_opts, o);
+	GMFP_OPTS_INIT(struct gmfp_file_opts, fo);
+	GMFP_OPTS_INIT(struct gmfp_engine_stats, st);
+	uint64_t b[GMFP_HIST_BUCKETS], cnt, max, t0, t1, k;
+	struct gmfp_engine *e = NULL;
+	struct gmfp_source *src = NULL;
+	struct run r;
+	struct acc *a = calloc(accessors, sizeof(*a));
+	pthread_t loop;
+	unsigned int i;
+	char name[48];
+
+	memset(&r, 0, sizeof(r));
+	r.vm = ioctl(kvm_fd, KVM_CREATE_VM, 0);
+	if (r.vm < 0)
+		return -errno;
+	r.gmem = gmfp_gmem_create(r.vm, npages * PG, GMFP_GMEM_SHARED);
+	if (r.gmem < 0)
+		return r.gmem;
+	r.hva = mmap(NULL, npages * PG, PROT_READ, MAP_SHARED, r.gmem, 0);
+	if (r.hva == MAP_FAILED)
+		return -errno;
+	r.order = malloc(npages * sizeof(uint64_t));
+	if (!strcmp(pattern, "random")) {
+		shuffle(r.order, npages, 42);
+	} else {
+		/* sequential: accessor i walks its own contiguous quarter */
+		for (k = 0; k < npages; k++)
+			r.order[k] = (k % accessors) * (npages / accessors) + k / accessors;
+	}
+	if (workers) {
+		fo.fd = image_fd;
+		if (gmfp_source_file(&src, &fo))
+			return -EIO;
+		o.workers = workers;
+		o.max_batch = 64;
+		o.demand_readahead = readahead;
+		if (gmfp_engine_new(&e, src, &o) || gmfp_engine_add(e, r.gmem, NULL))
+			return -EIO;
+	}
+	t0 = gmfp_now_ns();
+	if (workers) {
+		if (gmfp_engine_start(e))
+			return -EIO;
+	} else if (pthread_create(&loop, NULL, simple_loop, &r)) {
+		return -EIO;
+	}
+	for (i = 0; i < accessors; i++) {
+		a[i].r = &r;
+		a[i].idx = i;
+		pthread_create(&a[i].t, NULL, accessor_main, &a[i]);
+	}
+	for (i = 0; i < accessors; i++)
+		pthread_join(a[i].t, NULL);
+	t1 = gmfp_now_ns();
+	if (workers) {
+		gmfp_engine_get_stats(e, &st);
+		gmfp_engine_destroy(e);
+		gmfp_source_destroy(src);
+	} else {
+		atomic_store(&r.stop, true);
+		pthread_join(loop, NULL);
+		st.fetches = st.installs = npages;
+	}
+	gmfp_hist_read(&r.lat, b, &cnt, &max);
+	if (workers)
+		snprintf(name, sizeof(name), "engine, %u worker%s%s", workers,
+			 workers > 1 ? "s" : "", readahead ? ", readahead" : "");
+	else
+		snprintf(name, sizeof(name), "simple loop (1 record, 1 COPY)");
+	printf("%-10s %-34s %9.0f %7lu %7lu %8lu %8lu %8lu %s\n", pattern, name,
+	       (double)npages * 1e9 / (double)(t1 - t0),
+	       (unsigned long)gmfp_hist_percentile(b, cnt, max, 50),
+	       (unsigned long)gmfp_hist_percentile(b, cnt, max, 99),
+	       (unsigned long)max, (unsigned long)st.fetches, (unsigned long)st.installs,
+	       atomic_load(&r.bad) ? "WRONG CONTENTS" : "ok");
+	munmap((void *)r.hva, npages * PG);
+	close(r.gmem);
+	close(r.vm);
+	free(r.order);
+	free(a);
+	return atomic_load(&r.bad) ? -EIO : 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const char *patterns[] = { "random", "sequential" };
+	int rc = 0;
+	unsigned int i;
+
+	if (argc > 1)
+		npages = strtoull(argv[1], NULL, 0);
+	if (argc > 2)
+		accessors = (unsigned int)strtoul(argv[2], NULL, 0);
+	if (!npages || npages % accessors || !accessors) {
+		fprintf(stderr, "usage: bench_lib [npages [accessors]] (npages a multiple of accessors)\n");
+		return 2;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	image_fd = make_image();
+	if (kvm_fd < 0 || image_fd < 0) {
+		perror("setup");
+		return 1;
+	}
+	printf("# bench_lib: %lu pages (%lu MiB), %u accessor threads faulting through the mmap, file source on tmpfs\n",
+	       (unsigned long)npages, (unsigned long)(npages * PG >> 20), accessors);
+	printf("# latency: accessor-side, fault -> contents visible, log2 buckets (upper bound)\n");
+	printf("%-10s %-34s %9s %7s %7s %8s %8s %8s\n", "pattern", "server", "pages/s",
+	       "p50_us", "p99_us", "max_us", "fetches", "installs");
+	for (i = 0; i < 2; i++) {
+		rc |= bench(patterns[i], 0, 0);
+		rc |= bench(patterns[i], 1, 0);
+		rc |= bench(patterns[i], 2, 0);
+		rc |= bench(patterns[i], 4, 0);
+		rc |= bench(patterns[i], 4, 15);
+	}
+	return rc ? 1 : 0;
+}

@@ -1,0 +1,520 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* Helpers of the in-VM tests: harness, minimal VMM, images, page server. */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmtest.h"
+
+int vt_failed, vt_skipped;
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int vt_run(const char *prog, const struct vt_case *cases, size_t n)
+{
+	size_t i, pass = 0, fail = 0, skip = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	printf("TAP version 13\n1..%zu\n", n);
+	for (i = 0; i < n; i++) {
+		double t0 = now_s();
+
+		vt_failed = vt_skipped = 0;
+		printf("# %s: %s\n", prog, cases[i].name);
+		cases[i].fn();
+		if (vt_failed) {
+			fail++;
+			printf("not ok %zu %s (%.1f s)\n", i + 1, cases[i].name, now_s() - t0);
+		} else if (vt_skipped) {
+			skip++;
+			printf("ok %zu %s # SKIP (%.1f s)\n", i + 1, cases[i].name, now_s() - t0);
+		} else {
+			pass++;
+			printf("ok %zu %s (%.1f s)\n", i + 1, cases[i].name, now_s() - t0);
+		}
+	}
+	printf("# %s: %zu passed, %zu failed, %zu skipped\n", prog, pass, fail, skip);
+	if (fail)
+		return 1;
+	return pass ? 0 : 4;
+}
+
+/* ---- image ---- */
+
+int vt_make_image(uint64_t npages, char *path, size_t len)
+{
+	uint64_t *buf = malloc(PG), p, j;
+	int fd;
+
+	snprintf(path, len, "/tmp/gmfp-image-XXXXXX");
+	fd = mkstemp(path);
+	if (fd < 0 || !buf) {
+		free(buf);
+		return -1;
+	}
+	for (p = 0; p < npages; p++) {
+		for (j = 0; j < PG / 8; j++)
+			buf[j] = vt_word(p, j);
+		if (pwrite(fd, buf, PG, (off_t)(p * PG)) != PG) {
+			close(fd);
+			free(buf);
+			return -1;
+		}
+	}
+	free(buf);
+	return fd;
+}
+
+bool vt_page_ok(const void *page, uint64_t p)
+{
+	const volatile uint64_t *w = page;
+	uint64_t j;
+
+	for (j = 0; j < PG / 8; j++)
+		if (w[j] != vt_word(p, j))
+			return false;
+	return true;
+}
+
+uint32_t vt_expected_sum(uint64_t first, uint64_t n)
+{
+	uint32_t s = 0;
+	uint64_t p;
+
+	for (p = first; p < first + n; p++)
+		s += (uint32_t)vt_word(p, 0);
+	return s;
+}
+
+/* ---- minimal VMM ---- */
+
+/*
+ * The guest: 32-bit flat protected mode, no paging.  ESI = first page's
+ * GPA, ECX = number of pages:
+ *	xor eax, eax
+ * 1:	mov ebx, [esi]; add eax, ebx; add esi, 4096; dec ecx; jnz 1b
+ *	mov dx, REPORT_PORT; out dx, eax; 2: hlt; jmp 2b
+ */
+static const uint8_t guest_code[] = {
+	0x31, 0xc0,
+	0x8b, 0x1e, 0x01, 0xd8, 0x81, 0xc6, 0x00, 0x10, 0x00, 0x00, 0x49, 0x75, 0xf3,
+	0x66, 0xba, REPORT_PORT & 0xff, REPORT_PORT >> 8, 0xef,
+	0xf4, 0xeb, 0xfd,
+};
+
+static void sigusr1(int sig)
+{
+	(void)sig;
+}
+
+int vt_vm_create(struct vt_vm *v, uint64_t npages, bool private_mem, unsigned int policy)
+{
+	struct kvm_userspace_memory_region2 r;
+	int type = private_mem ? KVM_X86_SW_PROTECTED_VM : 0;
+	struct sigaction sa;
+	int e;
+
+	memset(v, 0, sizeof(*v));
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = sigusr1;	/* no SA_RESTART: KVM_RUN returns EINTR */
+	sigaction(SIGUSR1, &sa, NULL);
+	v->gmem = -1;
+	v->size = npages * PG;
+	v->private_mem = private_mem;
+	v->policy = policy;
+	v->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (v->kvm < 0)
+		return -errno;
+	if (private_mem && !(ioctl(v->kvm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES) &
+			     (1 << KVM_X86_SW_PROTECTED_VM)))
+		return -EOPNOTSUPP;
+	v->vm = ioctl(v->kvm, KVM_CREATE_VM, type);
+	if (v->vm < 0)
+		return -errno;
+	e = gmfp_vm_set_policy(v->vm, policy, 0);
+	if (e)
+		return e;
+	v->gmem = gmfp_gmem_create(v->vm, v->size, private_mem ? 0 : GMFP_GMEM_SHARED);
+	if (v->gmem < 0)
+		return v->gmem;
+	v->code = mmap(NULL, 0x10000, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (v->code == MAP_FAILED)
+		return -errno;
+	memcpy(v->code, guest_code, sizeof(guest_code));
+	memset(&r, 0, sizeof(r));
+	r.slot = CODE_SLOT;
+	r.guest_phys_addr = 0;
+	r.memory_size = 0x10000;
+	r.userspace_addr = (uint64_t)(uintptr_t)v->code;
+	if (ioctl(v->vm, KVM_SET_USER_MEMORY_REGION2, &r))
+		return -errno;
+	if (private_mem) {
+		/* shared view for the slot's userspace_addr; the guest uses private */
+		v->hva = NULL;
+		void *shared = mmap(NULL, v->size, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (shared == MAP_FAILED)
+			return -errno;
+		r.userspace_addr = (uint64_t)(uintptr_t)shared;
+	} else {
+		v->hva = mmap(NULL, v->size, PROT_READ | PROT_WRITE, MAP_SHARED, v->gmem, 0);
+		if (v->hva == MAP_FAILED) {
+			v->hva = NULL;
+			return -errno;
+		}
+		r.userspace_addr = (uint64_t)(uintptr_t)v->hva;
+	}
+	r.slot = GMEM_SLOT;
+	r.flags = KVM_MEM_GUEST_MEMFD;
+	r.guest_phys_addr = GMEM_GPA;
+	r.memory_size = v->size;
+	r.guest_memfd = (uint32_t)v->gmem;
+	r.guest_memfd_offset = 0;
+	if (ioctl(v->vm, KVM_SET_USER_MEMORY_REGION2, &r))
+		return -errno;
+	if (private_mem) {
+		struct kvm_memory_attributes a = {
+			.address = GMEM_GPA, .size = v->size,
+			.attributes = KVM_MEMORY_ATTRIBUTE_PRIVATE,
+		};
+
+		if (ioctl(v->vm, KVM_SET_MEMORY_ATTRIBUTES, &a))
+			return -errno;
+	}
+	return 0;
+}
+
+static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type)
+{
+	memset(s, 0, sizeof(*s));
+	s->base = 0;
+	s->limit = 0xffffffff;
+	s->selector = sel;
+	s->type = type;
+	s->present = 1;
+	s->dpl = 0;
+	s->db = 1;
+	s->s = 1;
+	s->g = 1;
+}
+
+int vt_vcpu_add(struct vt_vm *v, uint64_t first, uint64_t n)
+{
+	struct vt_vcpu *c = &v->vcpus[v->nr_vcpus];
+	struct kvm_sregs sr;
+	struct kvm_regs regs;
+	int sz;
+
+	if (v->nr_vcpus == 8 || !n)
+		return -EINVAL;
+	c->vm = v;
+	c->id = v->nr_vcpus;
+	c->first = first;
+	c->npages = n;
+	c->fd = ioctl(v->vm, KVM_CREATE_VCPU, c->id);
+	if (c->fd < 0)
+		return -errno;
+	sz = ioctl(v->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	c->run = mmap(NULL, (size_t)sz, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd, 0);
+	if (c->run == MAP_FAILED)
+		return -errno;
+	if (ioctl(c->fd, KVM_GET_SREGS, &sr))
+		return -errno;
+	seg(&sr.cs, 0x8, 0xb);
+	seg(&sr.ds, 0x10, 0x3);
+	sr.es = sr.fs = sr.gs = sr.ss = sr.ds;
+	sr.tr.type = 11;
+	sr.tr.present = 1;
+	sr.tr.limit = 0x67;
+	sr.cr0 = (sr.cr0 | 1) & ~(1ull << 31);
+	sr.cr4 = 0;
+	sr.efer = 0;
+	if (ioctl(c->fd, KVM_SET_SREGS, &sr))
+		return -errno;
+	memset(&regs, 0, sizeof(regs));
+	regs.rflags = 2;
+	regs.rip = 0;
+	regs.rsi = GMEM_GPA + first * PG;
+	regs.rcx = n;
+	if (ioctl(c->fd, KVM_SET_REGS, &regs))
+		return -errno;
+	v->nr_vcpus++;
+	return 0;
+}
+
+static void *vcpu_main(void *arg)
+{
+	struct vt_vcpu *c = arg;
+	struct kvm_run *run = c->run;
+	bool reported = false;
+
+	c->result = 0;
+	while (!atomic_load(&c->stop)) {
+		int r = ioctl(c->fd, KVM_RUN, 0);
+
+		if (r < 0 && errno == EINTR) {
+			c->intr_exits++;
+			continue;
+		}
+		if (r < 0 && errno == EFAULT && run->exit_reason == KVM_EXIT_MEMORY_FAULT &&
+		    (run->memory_fault.flags & KVM_MEMORY_EXIT_FLAG_NOT_PRESENT)) {
+			uint64_t pg = (run->memory_fault.gpa - GMEM_GPA) / PG;
+
+			c->np_exits++;
+			if (!c->engine) {
+				c->result = -EFAULT;
+				break;
+			}
+			r = gmfp_engine_demand(c->engine, 0, pg, -1);
+			if (r) {
+				c->result = r;
+				break;
+			}
+			continue;
+		}
+		if (r < 0) {
+			c->result = -errno;
+			break;
+		}
+		if (run->exit_reason == KVM_EXIT_IO && run->io.port == REPORT_PORT &&
+		    run->io.direction == KVM_EXIT_IO_OUT && run->io.size == 4) {
+			memcpy(&c->sum, (char *)run + run->io.data_offset, 4);
+			reported = true;
+			continue;
+		}
+		if (run->exit_reason == KVM_EXIT_HLT && reported)
+			break;
+		fprintf(stderr, "  vcpu %d: unexpected exit %u\n", c->id, run->exit_reason);
+		c->result = -1;
+		break;
+	}
+	if (!reported && !c->result)
+		c->result = -ECANCELED;
+	return NULL;
+}
+
+int vt_vcpus_start(struct vt_vm *v)
+{
+	int i, r;
+
+	for (i = 0; i < v->nr_vcpus; i++) {
+		r = pthread_create(&v->vcpus[i].thread, NULL, vcpu_main, &v->vcpus[i]);
+		if (r)
+			return -r;
+	}
+	return 0;
+}
+
+void vt_vcpus_join(struct vt_vm *v)
+{
+	int i;
+
+	for (i = 0; i < v->nr_vcpus; i++)
+		pthread_join(v->vcpus[i].thread, NULL);
+}
+
+void vt_vcpus_kick(struct vt_vm *v)
+{
+	int i;
+
+	for (i = 0; i < v->nr_vcpus; i++) {
+		atomic_store(&v->vcpus[i].stop, true);
+		pthread_kill(v->vcpus[i].thread, SIGUSR1);
+	}
+}
+
+void vt_vm_destroy(struct vt_vm *v)
+{
+	int i;
+
+	for (i = 0; i < v->nr_vcpus; i++) {
+		munmap(v->vcpus[i].run, (size_t)ioctl(v->kvm, KVM_GET_VCPU_MMAP_SIZE, 0));
+		close(v->vcpus[i].fd);
+	}
+	if (v->hva)
+		munmap(v->hva, v->size);
+	if (v->code && v->code != MAP_FAILED)
+		munmap(v->code, 0x10000);
+	if (v->gmem >= 0)
+		close(v->gmem);
+	if (v->vm > 0)
+		close(v->vm);
+	if (v->kvm > 0)
+		close(v->kvm);
+	memset(v, 0, sizeof(*v));
+}
+
+/* ---- helper processes ---- */
+
+int vt_helpers_start(struct vt_vm *v, int n, pid_t *pids)
+{
+	uint64_t npages = v->size / PG;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		pids[i] = fork();
+		if (pids[i] < 0)
+			return -errno;
+		if (!pids[i]) {
+			/* stride order, a different start per helper */
+			uint64_t k, p, stride = 2 * (uint64_t)i + 3;
+			int bad = 0;
+
+			for (k = 0; k < npages; k++) {
+				p = ((uint64_t)i * 17 + k * stride) % npages;
+				if (!vt_page_ok((char *)v->hva + p * PG, p))
+					bad++;
+			}
+			/* stride is odd, npages a power of two: every page once */
+			_exit(bad ? 1 : 0);
+		}
+	}
+	return 0;
+}
+
+int vt_helpers_wait(int n, pid_t *pids, int timeout_ms)
+{
+	double dl = now_s() + timeout_ms / 1000.0;
+	int i, st, bad = 0;
+
+	for (i = 0; i < n; i++) {
+		for (;;) {
+			pid_t r = waitpid(pids[i], &st, WNOHANG);
+
+			if (r == pids[i]) {
+				if (!WIFEXITED(st) || WEXITSTATUS(st))
+					bad++;
+				pids[i] = 0;
+				break;
+			}
+			if (now_s() > dl)
+				return -ETIMEDOUT;
+			usleep(10000);
+		}
+	}
+	return bad ? -EIO : 0;
+}
+
+/* ---- page server ---- */
+
+static void serve_forever(int lfd, int image_fd, uint64_t npages, unsigned int max_req);
+
+struct counting_src {
+	struct gmfp_source *file;
+	unsigned int left;	/* requests before dying, 0: for ever */
+};
+
+static int counting_fetch(void *ctx, struct gmfp_fetch *f)
+{
+	struct counting_src *c = ctx;
+
+	/* die without answering, with every connection: a crashed source */
+	if (c->left && !--c->left)
+		kill(0, SIGKILL);
+	return gmfp_source_fetch(c->file, f);
+}
+
+static void serve_forever(int lfd, int image_fd, uint64_t npages, unsigned int max_req)
+{
+	GMFP_OPTS_INIT(struct gmfp_file_opts, fo);
+	GMFP_OPTS_INIT(struct gmfp_source_ops, ops);
+	GMFP_OPTS_INIT(struct gmfp_serve_opts, so);
+	struct counting_src c = { .left = max_req ? max_req + 1 : 0 };
+	struct gmfp_source *src;
+	uint64_t size = npages * PG;
+
+	fo.fd = image_fd;
+	if (gmfp_source_file(&c.file, &fo))
+		_exit(2);
+	ops.fetch = counting_fetch;
+	if (gmfp_source_new(&src, &ops, &c))
+		_exit(2);
+	so.src = src;
+	so.nr_regions = 1;
+	so.region_sizes = &size;
+	signal(SIGCHLD, SIG_IGN);	/* connection children reap themselves */
+	for (;;) {
+		int s = accept(lfd, NULL, NULL);
+
+		if (s < 0)
+			_exit(3);
+		/* one child per connection: demand and background in parallel */
+		if (!fork()) {
+			close(lfd);
+			gmfp_wire_serve(s, &so);
+			_exit(0);
+		}
+		close(s);
+	}
+}
+
+int vt_server_start(struct vt_server *s, int image_fd, uint64_t npages,
+		    unsigned int max_requests)
+{
+	struct sockaddr_in a;
+	socklen_t al = sizeof(a);
+	int lfd, one = 1;
+
+	memset(s, 0, sizeof(*s));
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0)
+		return -errno;
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 16) ||
+	    getsockname(lfd, (struct sockaddr *)&a, &al)) {
+		close(lfd);
+		return -errno;
+	}
+	snprintf(s->port, sizeof(s->port), "%u", ntohs(a.sin_port));
+	s->pid = fork();
+	if (s->pid < 0)
+		return -errno;
+	if (!s->pid) {
+		/* own process group: killing the server kills its connections */
+		setpgid(0, 0);
+		serve_forever(lfd, image_fd, npages, max_requests);
+	}
+	setpgid(s->pid, s->pid);
+	close(lfd);
+	return 0;
+}
+
+void vt_server_kill(struct vt_server *s)
+{
+	if (s->pid > 0) {
+		kill(-s->pid, SIGKILL);
+		waitpid(s->pid, NULL, 0);
+		s->pid = 0;
+	}
+}
+
+uint64_t vt_count_present(int gmem, uint64_t npages)
+{
+	uint64_t *bm = calloc((npages + 63) / 64, 8), n = 0, i;
+
+	if (!bm || gmfp_gmem_bitmap(gmem, 0, npages * PG, bm)) {
+		free(bm);
+		return UINT64_MAX;
+	}
+	for (i = 0; i < (npages + 63) / 64; i++)
+		n += (uint64_t)__builtin_popcountll(bm[i]);
+	free(bm);
+	return n;
+}
