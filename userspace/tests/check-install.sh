@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 top=$PWD
 
 die() { echo "check-install: FAIL: $*" >&2; exit 1; }
-note() { echo "check-install: $*"; }
+note() { local m="$*"; echo "check-install: ${m//"${tmp:-//}"/<tmp>}"; }
 
 CC=${CC:-cc}
 CXX=${CXX:-c++}
@@ -214,13 +214,13 @@ check_tree() {
 		die "$2/libgmfp.so.$SOVER is not a symlink to $so"
 	[ "$(readlink "$lib/libgmfp.so" || true)" = "libgmfp.so.$SOVER" ] ||
 		die "$2/libgmfp.so is not a symlink to libgmfp.so.$SOVER"
-	readelf -d "$lib/$so" | grep -q "(SONAME).*\[libgmfp.so.$SOVER\]" ||
+	readelf -d "$lib/$so" | grep "(SONAME).*\[libgmfp.so.$SOVER\]" >/dev/null ||
 		die "$2/$so has no SONAME libgmfp.so.$SOVER"
 
 	[ -f "$lib/libgmfp.a" ] || die "not installed: $2/libgmfp.a"
 	n=$(ar t "$lib/libgmfp.a" | grep -c '\.o$' || true)
 	[ "$n" -gt 0 ] || die "$2/libgmfp.a has no objects"
-	nm --defined-only "$lib/libgmfp.a" 2>/dev/null | grep -q ' T gmfp_version$' ||
+	nm --defined-only "$lib/libgmfp.a" 2>/dev/null | grep ' T gmfp_version$' >/dev/null ||
 		die "$2/libgmfp.a does not define gmfp_version"
 
 	[ -f "$lib/pkgconfig/gmfp.pc" ] || die "not installed: $2/pkgconfig/gmfp.pc"
@@ -242,10 +242,10 @@ check_man() {
 	command -v man >/dev/null || { note "man(1) not installed: rendering not checked"; return 0; }
 	for f in "$mp"/man3/*.3; do
 		name=$(basename "$f" .3)
-		out=$(MANWIDTH=200 MAN_KEEP_FORMATTING= man -M "$mp" -P cat 3 "$name" 2>"$tmp/man.err") ||
+		out=$(MANWIDTH=200 man -M "$mp" -P cat 3 "$name" 2>"$tmp/man.err") ||
 			{ cat "$tmp/man.err" >&2; die "man -M ${mp#"$tmp"} 3 $name failed"; }
 		# the NAME section of the page shown lists this name
-		printf '%s\n' "$out" | sed -n '/^NAME/,/^[A-Z]/p' | grep -qw -- "$name" ||
+		printf '%s\n' "$out" | sed -n '/^NAME/,/^[A-Z]/p' | grep -w -- "$name" >/dev/null ||
 			die "man 3 $name shows a page whose NAME section does not list $name"
 		n=$((n + 1))
 	done
@@ -288,19 +288,22 @@ build_and_run() {
 		die "tests/consumer.c does not link statically with pkg-config --static --libs gmfp ($tag): $slibs"
 
 	for b in "$bin-c" "$bin-cpp"; do
-		readelf -d "$b" | grep -q "(NEEDED).*\[libgmfp.so.$SOVER\]" ||
+		readelf -d "$b" | grep "(NEEDED).*\[libgmfp.so.$SOVER\]" >/dev/null ||
 			die "$(basename "$b") does not need libgmfp.so.$SOVER"
 		out=$(LD_LIBRARY_PATH=$d$l ldd "$b" | awk '/libgmfp/ { print $3 }')
 		[ "$out" = "$d$l/libgmfp.so.$SOVER" ] ||
 			die "$(basename "$b") would load libgmfp from ${out:-nowhere}, not from the DESTDIR"
 	done
-	if readelf -d "$bin-static" | grep -q '(NEEDED).*libgmfp'; then
+	if readelf -d "$bin-static" | grep '(NEEDED).*libgmfp' >/dev/null; then
 		die "consumer-$tag-static needs libgmfp.so: not statically linked"
 	fi
 
-	LD_LIBRARY_PATH=$d$l "$bin-c" "$tmp/image" "$VERSION" || die "consumer.c ($tag, shared) failed"
-	LD_LIBRARY_PATH=$d$l "$bin-cpp" "$VERSION" || die "consumer.cpp ($tag, shared) failed"
-	env -u LD_LIBRARY_PATH "$bin-static" "$tmp/image" "$VERSION" || die "consumer.c ($tag, static) failed"
+	LD_LIBRARY_PATH=$d$l "$bin-c" "$tmp/image" "$VERSION" | sed 's/^/  shared: /' ||
+		die "consumer.c ($tag, shared) failed"
+	LD_LIBRARY_PATH=$d$l "$bin-cpp" "$VERSION" | sed 's/^/  shared: /' ||
+		die "consumer.cpp ($tag, shared) failed"
+	env -u LD_LIBRARY_PATH "$bin-static" "$tmp/image" "$VERSION" | sed 's/^/  static: /' ||
+		die "consumer.c ($tag, static) failed"
 	note "consumers ($tag): C and C++ against libgmfp.so.$SOVER, C against libgmfp.a: built with pkg-config, ran"
 }
 

@@ -93,9 +93,10 @@ $(head -3 "$tmp/nonascii")"
 $(cat "$tmp/groff")"
 	fi
 	if command -v mandoc >/dev/null; then
-		mandoc -Tlint -Wwarning "$f" > "$tmp/mandoc" 2>&1 ||
-			die "mandoc -Tlint $b.3:
+		if ! mandoc -Tlint -Wwarning "$f" > "$tmp/mandoc" 2>&1 || [ -s "$tmp/mandoc" ]; then
+			die "mandoc -Tlint -Wwarning $b.3:
 $(cat "$tmp/mandoc")"
+		fi
 	fi
 	# references to gmfp pages resolve here
 	for r in $(grep -o 'gmfp[a-z0-9_]* *(3)' "$f" | tr -d ' ' | sed 's/(3)//' | sort -u); do
@@ -118,9 +119,9 @@ while read -r fn; do
 	[ -e "$f" ] || die "$fn has no man page: create man/$fn.3, or a link to the page that documents it"
 	t=$(link_target "$f")
 	page=$mandir/${t:-$fn}.3
-	name_names "$page" | grep -qxF -- "$fn" ||
+	name_names "$page" | grep -xF -- "$fn" >/dev/null ||
 		die "$fn: its page $(basename "$page") does not list it in NAME"
-	section "$page" SYNOPSIS | grep -qE "(^|[^A-Za-z0-9_])$fn *\(" ||
+	section "$page" SYNOPSIS | grep -E "(^|[^A-Za-z0-9_])$fn *\(" >/dev/null ||
 		die "$fn: its page $(basename "$page") does not show it in SYNOPSIS"
 done < "$tmp/functions"
 
