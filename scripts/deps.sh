@@ -5,7 +5,7 @@
 set -euo pipefail
 PKGS="build-essential flex bison bc libelf-dev libssl-dev cpio ccache busybox-static
  qemu-system-x86 dwarves pkg-config xz-utils zstd file liburcu-dev libcmocka-dev
- kmod rsync perl python3
+ kmod rsync perl python3 strace mandoc man-db groff-base
  gcc-aarch64-linux-gnu gcc-i686-linux-gnu gcc-s390x-linux-gnu"
 missing=""
 for p in $PKGS; do

@@ -52,8 +52,26 @@ static void test_policies_and_create(void)
 	close(fd);
 	close(vm);
 	close(kvm);
-	/* a plain guest_memfd is not a presence one */
+	/* a plain guest_memfd is not a presence one: ENOTTY */
 	CHECK_EQ(vt_vm_create(&v, 16, false, GMFP_POLICY_WAIT), 0);
+	{
+		struct kvm_create_guest_memfd c = { .size = 16 * PG };
+		struct gmfp_engine *e;
+		struct gmfp_source *z;
+		uint64_t w;
+		int plain = ioctl(v.vm, KVM_CREATE_GUEST_MEMFD, &c);
+
+		CHECK(plain >= 0, "plain guest_memfd");
+		CHECK_EQ(gmfp_gmem_bitmap(plain, 0, PG, &w), -ENOTTY);
+		CHECK_EQ(gmfp_notify_open(plain, 0), -ENOTTY);
+		CHECK_EQ(gmfp_gmem_mark(plain, 0, PG), -ENOTTY);
+		CHECK_EQ(gmfp_source_zero(&z), 0);
+		CHECK_EQ(gmfp_engine_new(&e, z, NULL), 0);
+		CHECK_EQ(gmfp_engine_add(e, plain, NULL), -ENOTTY);
+		gmfp_engine_destroy(e);
+		gmfp_source_destroy(z);
+		close(plain);
+	}
 	vt_vm_destroy(&v);
 	CHECK_EQ(gmfp_gmem_mark(-1, 0, PG), -EBADF);
 	CHECK_EQ(gmfp_gmem_bitmap(-1, 0, PG, NULL), -EBADF);
