@@ -343,7 +343,8 @@ int gmfp_engine_wait(struct gmfp_engine *e, int timeout_ms);
  * Ask for page @pgoff of @region now (e.g. after a KVM_EXIT_MEMORY_FAULT),
  * as a demand fault, and wait until it is present: 0, -ETIMEDOUT, or
  * -ECANCELED.  The kernel has queued a record for it too; whichever comes
- * first is served, the page is fetched once.
+ * first is served, the page is fetched once.  May be called before
+ * gmfp_engine_start(): the request is served once the engine runs.
  */
 int gmfp_engine_demand(struct gmfp_engine *e, uint32_t region, uint64_t pgoff,
 		       int timeout_ms);

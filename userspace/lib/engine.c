@@ -1193,9 +1193,8 @@ int gmfp_engine_demand(struct gmfp_engine *e, uint32_t region, uint64_t pgoff,
 	uint64_t key, one = 1;
 	int err = 0;
 
+	/* before gmfp_engine_start() too: the request waits for the reader */
 	if (!e || region >= e->nr_regions || pgoff >= e->regions[region].npages)
-		return -EINVAL;
-	if (!e->started)
 		return -EINVAL;
 	key = make_key(region, pgoff);
 	if (!is_done(e, key)) {

@@ -627,12 +627,16 @@ static void test_demand_call(void **state)
 
 	(void)state;
 	fix_init(&x, 64, &o);
-	assert_int_equal(gmfp_engine_demand(x.e, 0, 3, 100), -EINVAL); /* not started */
+	/* not started yet: the request waits for the engine */
+	assert_int_equal(gmfp_engine_demand(x.e, 0, 3, 100), -ETIMEDOUT);
 	assert_int_equal(gmfp_engine_start(x.e), 0);
 	assert_int_equal(gmfp_engine_demand(x.e, 0, 64, 100), -EINVAL);
 	assert_int_equal(gmfp_engine_demand(x.e, 1, 0, 100), -EINVAL);
 	assert_int_equal(gmfp_engine_demand(x.e, 0, 33, 5000), 0);
 	assert_true(x.f->present[33]);
+	/* the request made before the start was served once it started */
+	assert_int_equal(gmfp_engine_demand(x.e, 0, 3, 5000), 0);
+	assert_int_equal(atomic_load(&x.sc.per_page[3]), 1);
 	assert_false(x.f->present[34]);	/* BG_NONE: nothing else */
 	/* a record for the same page after the demand call: stale, no fetch */
 	assert_int_equal(gmfp_engine_demand(x.e, 0, 33, 5000), 0);

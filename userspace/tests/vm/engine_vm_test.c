@@ -47,11 +47,8 @@ static void check_all_pages(struct vt_vm *v)
 	if (!v->hva)
 		return;
 	for (p = 0; p < NPAGES; p++)
-		if (!vt_page_ok((char *)v->hva + p * PG, p)) {
-			fprintf(stderr, "  page %lu has wrong contents\n", (unsigned long)p);
-			vt_failed = 1;
-			return;
-		}
+		CHECK(vt_page_ok((char *)v->hva + p * PG, p), "page %lu has wrong contents",
+		      (unsigned long)p);
 }
 
 /*
