@@ -671,6 +671,18 @@ static uint32_t take_demand(struct gmfp_engine *e, struct req **out, uint32_t ma
 	return n;
 }
 
+/* CLOCK_MONOTONIC now + @ns, for pthread_cond_timedwait() */
+static void deadline_ns(struct timespec *ts, uint64_t ns)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += (time_t)(ns / 1000000000ull);
+	ts->tv_nsec += (long)(ns % 1000000000ull);
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 /* ---- fetch + install ---- */
 
 static void page_done(struct gmfp_engine *e, struct req *r, uint64_t now)
@@ -898,14 +910,7 @@ static void *worker_main(void *arg)
 		} else {
 			struct timespec ts;
 
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			due -= now;
-			ts.tv_sec += (time_t)(due / 1000000000ull);
-			ts.tv_nsec += (long)(due % 1000000000ull);
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			deadline_ns(&ts, due - now);
 			pthread_cond_timedwait(&e->work, &e->lock, &ts);
 		}
 		pthread_mutex_unlock(&e->lock);
@@ -1087,6 +1092,8 @@ int gmfp_engine_start(struct gmfp_engine *e)
 		return -EINVAL;
 	if (e->started)
 		return -EBUSY;
+	if (atomic_load(&e->stop))
+		return -ECANCELED;
 	if (!e->nr_regions)
 		return -ENOENT;
 	if (e->o.bg_order == GMFP_BG_RECORDED) {
@@ -1134,14 +1141,38 @@ static struct timespec *deadline(struct timespec *ts, int timeout_ms)
 {
 	if (timeout_ms < 0)
 		return NULL;
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += timeout_ms / 1000;
-	ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
+	deadline_ns(ts, (uint64_t)timeout_ms * 1000000ull);
 	return ts;
+}
+
+static bool all_done(struct gmfp_engine *e, uint64_t key)
+{
+	(void)key;
+	return everything_done(e);
+}
+
+/*
+ * Sleep on e->progress until @done(e, @key), a stop, or the deadline:
+ * 0, -ECANCELED or -ETIMEDOUT.  Every page_done() broadcasts under e->lock
+ * after setting its bit, so testing under the lock loses no wakeup.
+ */
+static int wait_for(struct gmfp_engine *e, int timeout_ms,
+		    bool (*done)(struct gmfp_engine *, uint64_t), uint64_t key)
+{
+	struct timespec ts, *dl = deadline(&ts, timeout_ms);
+	int r = 0;
+
+	pthread_mutex_lock(&e->lock);
+	while (!done(e, key) && !atomic_load(&e->stop) && !r)
+		r = timed_wait(e, dl);
+	if (done(e, key))
+		r = 0;
+	else if (atomic_load(&e->stop))
+		r = -ECANCELED;
+	else
+		r = -ETIMEDOUT;
+	pthread_mutex_unlock(&e->lock);
+	return r;
 }
 
 static void finish_regions(struct gmfp_engine *e)
@@ -1162,24 +1193,13 @@ static void finish_regions(struct gmfp_engine *e)
 
 int gmfp_engine_wait(struct gmfp_engine *e, int timeout_ms)
 {
-	struct timespec ts, *dl;
-	int r = 0;
+	int r;
 
 	if (!e)
 		return -EINVAL;
 	if (!e->started)
 		return -EINVAL;
-	dl = deadline(&ts, timeout_ms);
-	pthread_mutex_lock(&e->lock);
-	while (!everything_done(e) && !atomic_load(&e->stop) && !r)
-		r = timed_wait(e, dl);
-	if (everything_done(e))
-		r = 0;
-	else if (atomic_load(&e->stop))
-		r = -ECANCELED;
-	else
-		r = -ETIMEDOUT;
-	pthread_mutex_unlock(&e->lock);
+	r = wait_for(e, timeout_ms, all_done, 0);
 	if (!r && (e->o.flags & GMFP_ENGINE_FINISH))
 		finish_regions(e);
 	return r;
@@ -1188,10 +1208,8 @@ int gmfp_engine_wait(struct gmfp_engine *e, int timeout_ms)
 int gmfp_engine_demand(struct gmfp_engine *e, uint32_t region, uint64_t pgoff,
 		       int timeout_ms)
 {
-	struct timespec ts, *dl;
 	struct req *r;
 	uint64_t key, one = 1;
-	int err = 0;
 
 	/* before gmfp_engine_start() too: the request waits for the reader */
 	if (!e || region >= e->nr_regions || pgoff >= e->regions[region].npages)
@@ -1207,18 +1225,7 @@ int gmfp_engine_demand(struct gmfp_engine *e, uint32_t region, uint64_t pgoff,
 		if (write(e->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 			return -errno;
 	}
-	dl = deadline(&ts, timeout_ms);
-	pthread_mutex_lock(&e->lock);
-	while (!is_done(e, key) && !atomic_load(&e->stop) && !err)
-		err = timed_wait(e, dl);
-	if (is_done(e, key))
-		err = 0;
-	else if (atomic_load(&e->stop))
-		err = -ECANCELED;
-	else
-		err = -ETIMEDOUT;
-	pthread_mutex_unlock(&e->lock);
-	return err;
+	return wait_for(e, timeout_ms, is_done, key);
 }
 
 void gmfp_engine_stop(struct gmfp_engine *e)
@@ -1226,9 +1233,16 @@ void gmfp_engine_stop(struct gmfp_engine *e)
 	uint64_t one = 1;
 	uint32_t i;
 
-	if (!e || !e->started || e->stopped)
+	if (!e || e->stopped)
 		return;
 	atomic_store(&e->stop, true);
+	if (!e->started) {
+		/* no threads; wake gmfp_engine_demand() callers */
+		pthread_mutex_lock(&e->lock);
+		pthread_cond_broadcast(&e->progress);
+		pthread_mutex_unlock(&e->lock);
+		return;
+	}
 	if (write(e->evfd, &one, sizeof(one)) < 0)
 		(void)0;	/* EAGAIN: a wakeup is already pending */
 	pthread_mutex_lock(&e->lock);
