@@ -349,7 +349,11 @@ int gmfp_engine_wait(struct gmfp_engine *e, int timeout_ms);
 int gmfp_engine_demand(struct gmfp_engine *e, uint32_t region, uint64_t pgoff,
 		       int timeout_ms);
 
-/* Stop the threads (pending requests are dropped, nothing is installed). */
+/*
+ * Stop the threads (pending requests are dropped, nothing is installed);
+ * gmfp_engine_wait() and gmfp_engine_demand() callers get -ECANCELED.  On
+ * an engine never started, it also makes gmfp_engine_start() fail.
+ */
 void gmfp_engine_stop(struct gmfp_engine *e);
 
 /* Stop if running, write record_file, close the fds, free. */
