@@ -98,6 +98,7 @@ struct gmfp_engine {
 	pthread_cond_t work;		/* workers: something to do */
 	pthread_cond_t progress;	/* pages became present / stop */
 	struct req *retry;
+	uint64_t nr_retry;		/* requests on the retry list */
 	uint32_t bg_region;
 	uint64_t bg_cursor;
 	bool bg_done;
@@ -618,6 +619,14 @@ static uint32_t claim_background(struct gmfp_engine *e, struct req **out, uint32
 	return 0;
 }
 
+/* How many failed requests may wait for a retry before background pauses. */
+static uint64_t retry_cap(struct gmfp_engine *e)
+{
+	uint64_t cap = 4ull * e->o.workers * e->o.max_batch;
+
+	return cap < 256 ? 256 : cap;
+}
+
 /* A due retry, under e->lock; demand ones first. */
 static struct req *take_retry(struct gmfp_engine *e, uint64_t now, uint64_t *next_due)
 {
@@ -639,6 +648,7 @@ static struct req *take_retry(struct gmfp_engine *e, uint64_t now, uint64_t *nex
 
 		*best = r->retry_next;
 		r->retry_next = NULL;
+		e->nr_retry--;
 		return r;
 	}
 	return NULL;
@@ -724,6 +734,7 @@ static void fail_run(struct gmfp_engine *e, struct req **v, uint32_t n, int err)
 		r->not_before_ns = now + backoff_ns(e, r->attempts);
 		r->retry_next = e->retry;
 		e->retry = r;
+		e->nr_retry++;
 	}
 	pthread_cond_signal(&e->work);
 	pthread_mutex_unlock(&e->lock);
@@ -886,9 +897,14 @@ static void *worker_main(void *arg)
 			serve_run(e, w, w->v, 1, atomic_load(&r->demand));
 			continue;
 		}
-		/* 3. background, only while no demand is queued */
+		/*
+		 * 3. background, only while no demand is queued, and not while
+		 * a failing source has filled the retry list: a dead source
+		 * would otherwise put every page of the VM on it.
+		 */
 		n = 0;
-		if (!e->bg_done && cds_wfcq_empty(&e->dq_head, &e->dq_tail)) {
+		if (!e->bg_done && cds_wfcq_empty(&e->dq_head, &e->dq_tail) &&
+		    e->nr_retry < retry_cap(e)) {
 			rcu_read_lock();
 			n = claim_background(e, w->v, e->o.max_batch);
 			rcu_read_unlock();

@@ -275,6 +275,7 @@ struct src_ctx {
 	int fail_times;			/* < 0: for ever */
 	_Atomic int failed;
 	uint32_t zero_every;		/* every n-th page is zero (0: none) */
+	bool fail_all;			/* every fetch fails */
 	_Atomic uint64_t pages;
 	_Atomic int32_t per_page[8192];	/* fetch count per page of region 0 */
 };
@@ -297,6 +298,8 @@ static int src_fetch(void *ctx, struct gmfp_fetch *f)
 	}
 	if (s->sleep_us)
 		usleep(s->sleep_us);
+	if (s->fail_all)
+		return -EIO;
 	if (s->fail_page >= f->pgoff && s->fail_page < f->pgoff + f->npages &&
 	    (s->fail_times < 0 || atomic_fetch_add(&s->failed, 1) < s->fail_times))
 		return -EIO;
@@ -589,6 +592,41 @@ static void test_fail_closed(void **state)
 	fix_fini(&x);
 }
 
+/*
+ * A source that fails everything: background stops claiming new pages once
+ * the retry list is full, instead of putting the whole VM on it.
+ */
+static void test_dead_source_bounded(void **state)
+{
+	GMFP_OPTS_INIT(struct gmfp_engine_opts, o);
+	GMFP_OPTS_INIT(struct gmfp_engine_stats, st);
+	struct engine_fix x;
+	uint64_t i, claimed = 0, max_pg = 0;
+
+	(void)state;
+	o.workers = 2;
+	o.max_batch = 16;
+	o.bg_order = GMFP_BG_SEQUENTIAL;
+	o.retry_min_ms = 1;
+	o.retry_max_ms = 2;
+	fix_init(&x, 8192, &o);
+	x.sc.fail_all = true;
+	assert_int_equal(gmfp_engine_start(x.e), 0);
+	assert_int_equal(gmfp_engine_wait(x.e, 400), -ETIMEDOUT);
+	gmfp_engine_stop(x.e);
+	for (i = 0; i < x.log.n; i++)
+		if (x.log.e[i].pgoff + x.log.e[i].npages > max_pg)
+			max_pg = x.log.e[i].pgoff + x.log.e[i].npages;
+	for (i = 0; i < 8192; i++)
+		claimed += x.f->present[i];
+	assert_int_equal(claimed, 0);
+	assert_int_equal(gmfp_engine_get_stats(x.e, &st), 0);
+	assert_true(st.errors > 10);
+	/* the retry cap (256 pages) plus the runs in flight, not 8192 */
+	assert_true(max_pg <= 256 + 2 * 16);
+	fix_fini(&x);
+}
+
 /* A source that fails a few times, then recovers: everything completes. */
 static void test_transient_errors(void **state)
 {
@@ -807,6 +845,7 @@ int main(void)
 		cmocka_unit_test(test_background_batches),
 		cmocka_unit_test(test_mark_zero),
 		cmocka_unit_test(test_fail_closed),
+		cmocka_unit_test(test_dead_source_bounded),
 		cmocka_unit_test(test_transient_errors),
 		cmocka_unit_test(test_demand_call),
 		cmocka_unit_test(test_around_demand),
