@@ -60,6 +60,61 @@ struct gmfp_source {
 /* For sources that count reconnects themselves (source_tcp.c). */
 void gmfp_source_count_reconnect(struct gmfp_source *s);
 
+/* ---- the wire protocol's layout checks (wire.c) ---- */
+struct gmfp_wire_msg;
+
+/*
+ * Whether the layout a HELLO or WELCOME @m carries is exactly @nr_regions
+ * regions of @region_sizes bytes: what a server and a client that both name
+ * a layout must agree on.
+ */
+bool gmfp_wire_layout_is(const struct gmfp_wire_msg *m, uint32_t nr_regions,
+			 const uint64_t *region_sizes);
+/* Whether @npages pages from @pgoff of @region lie within the layout. */
+bool gmfp_wire_in_layout(uint32_t nr_regions, const uint64_t *region_sizes,
+			 uint32_t region, uint64_t pgoff, uint32_t npages);
+
+/* ---- socket I/O of the wire protocol (sockio.c) ---- */
+/*
+ * Both ends of a connection (serve.c, source_tcp.c) send and receive with
+ * MSG_DONTWAIT after a poll() bounded by a deadline in gmfp_now_ns() time.
+ */
+static inline uint64_t gmfp_sock_deadline(uint32_t ms)
+{
+	return gmfp_now_ns() + (uint64_t)ms * 1000000;
+}
+
+/*
+ * Wait for @events on @fd until @deadline (0: forever): 0 once poll() says
+ * ready or in error (the next I/O call tells which), else -ETIMEDOUT or
+ * -errno.
+ */
+int gmfp_sock_wait(int fd, short events, uint64_t deadline);
+/* All @len bytes of @buf by @deadline: 0, or -errno (EPIPE as such). */
+int gmfp_sock_send_all(int fd, const void *buf, size_t len, uint64_t deadline);
+
+/* Bytes received on a connection and not consumed yet. */
+struct gmfp_sock_rbuf {
+	uint8_t *buf;
+	size_t len;
+	size_t size;		/* of @buf: no frame bigger than this is taken */
+};
+
+/*
+ * The next whole frame from @fd, decoded into @m.  Returns its length (its
+ * bytes stay at the start of @rb until gmfp_sock_consume()), 0 for EOF
+ * before any byte of it, or -errno: -ECONNRESET for EOF inside it, -EBADMSG
+ * for a header announcing more than @rb holds, what gmfp_wire_decode() says
+ * of a malformed frame, -ETIMEDOUT.  Time limit @deadline; with 0, none
+ * until the frame's first byte and @timeout_ms from then (0: none at all),
+ * for a peer that may be idle between frames but not in the middle of one.
+ */
+ssize_t gmfp_sock_recv_frame(int fd, struct gmfp_sock_rbuf *rb,
+			     struct gmfp_wire_msg *m, uint64_t deadline,
+			     uint32_t timeout_ms);
+/* Drop the first @n bytes (a frame gmfp_sock_recv_frame() returned). */
+void gmfp_sock_consume(struct gmfp_sock_rbuf *rb, size_t n);
+
 /* ---- the kernel, as the engine sees it (engine.c) ---- */
 /*
  * The engine reaches the kernel only through this table.  The default is

@@ -14,7 +14,6 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -31,112 +30,28 @@ struct serve {
 	uint32_t timeout_ms;
 	uint8_t channel;
 	const struct gmfp_serve_opts *o;
-	uint8_t *rbuf;		/* received, not yet consumed: rlen bytes */
-	size_t rlen;
+	struct gmfp_sock_rbuf rb;	/* received, not yet consumed */
 	uint8_t *wbuf;		/* one outgoing frame */
 	uint8_t *pages;		/* what the source fills */
 	uint64_t zero[GMFP_WIRE_MAX_PAGES / 64];
 };
 
-/* Wait for @events until @deadline (gmfp_now_ns() time; 0: forever). */
-static int wait_fd(int fd, short events, uint64_t deadline)
-{
-	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = events };
-		int tmo = -1, r;
-
-		if (deadline) {
-			uint64_t now = gmfp_now_ns(), ms;
-
-			if (now >= deadline)
-				return -ETIMEDOUT;
-			ms = (deadline - now + 999999) / 1000000;
-			tmo = ms > INT_MAX ? INT_MAX : (int)ms;
-		}
-		r = poll(&pfd, 1, tmo);
-		if (r > 0)
-			return 0;	/* readiness or an error: the I/O call tells */
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		/* timed out or interrupted: the deadline check decides */
-	}
-}
-
-static uint64_t deadline_in(uint32_t ms)
-{
-	return gmfp_now_ns() + (uint64_t)ms * 1000000;
-}
-
+/* A reply, which gets the whole timeout to go out: 0 or -errno. */
 static int send_all(struct serve *s, const void *buf, size_t len)
 {
-	uint64_t deadline = deadline_in(s->timeout_ms);
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = send(s->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		int r;
-
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
-		r = wait_fd(s->fd, POLLOUT, deadline);
-		if (r)
-			return r;
-	}
-	return 0;
+	return gmfp_sock_send_all(s->fd, buf, len, gmfp_sock_deadline(s->timeout_ms));
 }
 
 /*
  * The next whole frame, decoded into @m; returns its length (consume it
- * with consume()), 0 for EOF between frames, or -errno.  @idle: no time
- * limit while nothing of the next frame has arrived.
+ * with gmfp_sock_consume()), 0 for EOF between frames, or -errno.  @idle:
+ * no time limit while nothing of the next frame has arrived.
  */
 static ssize_t read_frame(struct serve *s, struct gmfp_wire_msg *m, bool idle)
 {
-	uint64_t deadline = 0;
-
-	for (;;) {
-		ssize_t n = gmfp_wire_decode(s->rbuf, s->rlen, m);
-		int r;
-
-		if (n)
-			return n;
-		if (s->rlen >= GMFP_WIRE_HDR_SIZE) {
-			/* a well-formed header, but for nothing a client sends */
-			uint32_t length = s->rbuf[8] | s->rbuf[9] << 8 |
-					  s->rbuf[10] << 16 | (uint32_t)s->rbuf[11] << 24;
-
-			if (GMFP_WIRE_HDR_SIZE + (size_t)length > RBUF_SIZE)
-				return -EBADMSG;
-		}
-		/* The clock starts with the frame's first byte. */
-		if (!deadline && (s->rlen || !idle))
-			deadline = deadline_in(s->timeout_ms);
-		r = wait_fd(s->fd, POLLIN, deadline);
-		if (r)
-			return r;
-		n = recv(s->fd, s->rbuf + s->rlen, RBUF_SIZE - s->rlen, MSG_DONTWAIT);
-		if (n > 0) {
-			s->rlen += (size_t)n;
-			continue;
-		}
-		if (n == 0)	/* EOF: orderly only between frames */
-			return s->rlen ? -ECONNRESET : 0;
-		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
-	}
-}
-
-static void consume(struct serve *s, size_t n)
-{
-	s->rlen -= n;
-	memmove(s->rbuf, s->rbuf + n, s->rlen);
+	return gmfp_sock_recv_frame(s->fd, &s->rb, m,
+				    idle ? 0 : gmfp_sock_deadline(s->timeout_ms),
+				    s->timeout_ms);
 }
 
 static int send_error(struct serve *s, uint32_t seq, uint32_t region,
@@ -158,7 +73,7 @@ static int handshake(struct serve *s)
 	const struct gmfp_serve_opts *o = s->o;
 	struct gmfp_wire_msg m;
 	ssize_t n;
-	uint32_t i, seq;
+	uint32_t seq;
 	int err = 0;
 
 	n = read_frame(s, &m, false);
@@ -177,16 +92,11 @@ static int handshake(struct serve *s)
 		err = EPROTONOSUPPORT;
 	else if (m.u.hello.page_size != GMFP_PAGE_SIZE)
 		err = EINVAL;
-	else if (m.u.hello.nr_regions) {
-		/* the client knows what it expects: it must be exactly ours */
-		if (m.u.hello.nr_regions != o->nr_regions)
-			err = ENXIO;
-		for (i = 0; !err && i < o->nr_regions; i++)
-			if (gmfp_wire_region_size(&m, i) != o->region_sizes[i])
-				err = ENXIO;
-	}
+	else if (m.u.hello.nr_regions &&
+		 !gmfp_wire_layout_is(&m, o->nr_regions, o->region_sizes))
+		err = ENXIO;	/* the client expects a layout: not ours */
 	s->channel = m.u.hello.channel;
-	consume(s, (size_t)n);
+	gmfp_sock_consume(&s->rb, (size_t)n);
 	if (err) {
 		send_error(s, seq, 0, 0, 0, err);
 		return -err;
@@ -203,17 +113,15 @@ static int serve_req(struct serve *s, const struct gmfp_wire_msg *m)
 {
 	const struct gmfp_serve_opts *o = s->o;
 	uint32_t region = m->u.req.region, npages = m->u.req.npages;
-	uint64_t pgoff = m->u.req.pgoff, pages;
+	uint64_t pgoff = m->u.req.pgoff;
 	uint32_t words = GMFP_DIV_ROUND_UP(npages, 64);
 	struct gmfp_fetch f;
 	ssize_t n;
 	int r;
 
 	/* outside the layout: the peer's mistake, answered, not fatal */
-	if (region >= o->nr_regions)
-		return send_error(s, m->seq, region, pgoff, npages, EINVAL);
-	pages = o->region_sizes[region] / GMFP_PAGE_SIZE;
-	if (pgoff > pages || npages > pages - pgoff)
+	if (!gmfp_wire_in_layout(o->nr_regions, o->region_sizes, region, pgoff,
+				 npages))
 		return send_error(s, m->seq, region, pgoff, npages, EINVAL);
 
 	memset(s->zero, 0, sizeof(s->zero));
@@ -263,10 +171,11 @@ int gmfp_wire_serve(int sock, const struct gmfp_serve_opts *opts)
 	s->fd = sock;
 	s->o = &o;
 	s->timeout_ms = o.timeout_ms ? o.timeout_ms : SERVE_TIMEOUT_MS;
-	s->rbuf = malloc(RBUF_SIZE);
+	s->rb.buf = malloc(RBUF_SIZE);
+	s->rb.size = RBUF_SIZE;
 	s->wbuf = malloc(WBUF_SIZE);
 	s->pages = malloc((size_t)GMFP_WIRE_MAX_PAGES * GMFP_PAGE_SIZE);
-	if (!s->rbuf || !s->wbuf || !s->pages) {
+	if (!s->rb.buf || !s->wbuf || !s->pages) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -294,12 +203,12 @@ int gmfp_wire_serve(int sock, const struct gmfp_serve_opts *opts)
 		r = m.type == GMFP_WIRE_REQ ? serve_req(s, &m) : -EBADMSG;
 		if (r)
 			break;
-		consume(s, (size_t)n);
+		gmfp_sock_consume(&s->rb, (size_t)n);
 	}
 out:
 	free(s->pages);
 	free(s->wbuf);
-	free(s->rbuf);
+	free(s->rb.buf);
 	free(s);
 	return r;
 }

@@ -13,7 +13,6 @@
  * frame that the decoder accepted whole and that answers this very request.
  */
 #include <fcntl.h>
-#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -42,8 +41,7 @@ struct tcp_conn {
 	bool connected_once;
 	int fd;			/* -1: not connected */
 	uint32_t seq;		/* of the last REQ */
-	uint8_t *rbuf;		/* allocated at the first connect */
-	size_t rlen;
+	struct gmfp_sock_rbuf rb;	/* buf allocated at the first connect */
 };
 
 struct tcp_src {
@@ -60,91 +58,30 @@ struct tcp_src {
 	struct tcp_conn conns[];
 };
 
-static uint64_t deadline_in(uint32_t ms)
-{
-	return gmfp_now_ns() + (uint64_t)ms * 1000000;
-}
-
-/* Wait for @events until @deadline (gmfp_now_ns() time). */
-static int wait_fd(int fd, short events, uint64_t deadline)
-{
-	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = events };
-		uint64_t now = gmfp_now_ns(), ms;
-		int r;
-
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		ms = (deadline - now + 999999) / 1000000;
-		r = poll(&pfd, 1, ms > INT_MAX ? INT_MAX : (int)ms);
-		if (r > 0)
-			return 0;	/* readiness or an error: the I/O call tells */
-		if (r < 0 && errno != EINTR)
-			return -errno;
-	}
-}
-
-static int send_all(int fd, const void *buf, size_t len, uint64_t deadline)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		int r;
-
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-			/* the peer went away: one name for it, whichever way */
-			return errno == EPIPE ? -ECONNRESET : -errno;
-		r = wait_fd(fd, POLLOUT, deadline);
-		if (r)
-			return r;
-	}
-	return 0;
-}
-
 static void conn_close(struct tcp_conn *c)
 {
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-	c->rlen = 0;
+	c->rb.len = 0;
 }
 
-static void conn_consume(struct tcp_conn *c, size_t n)
+/*
+ * Send the frame @buf and read the one that answers it into @m, both by
+ * @deadline: the answer's length (consume it with gmfp_sock_consume()), or
+ * -errno.  The peer going away is -ECONNRESET whichever way we notice it:
+ * EPIPE on send, or EOF, which is never orderly while an answer is due.
+ */
+static ssize_t conn_ask(struct tcp_conn *c, const void *buf, size_t len,
+			struct gmfp_wire_msg *m, uint64_t deadline)
 {
-	c->rlen -= n;
-	memmove(c->rbuf, c->rbuf + n, c->rlen);
-}
+	int r = gmfp_sock_send_all(c->fd, buf, len, deadline);
+	ssize_t n;
 
-/* The next whole frame into @m: its length, or -errno (EOF: -ECONNRESET). */
-static ssize_t conn_read_frame(struct tcp_conn *c, struct gmfp_wire_msg *m,
-			       uint64_t deadline)
-{
-	for (;;) {
-		ssize_t n = gmfp_wire_decode(c->rbuf, c->rlen, m);
-		int r;
-
-		if (n)
-			return n;
-		/* decode() said "more": the frame fits, so there is room */
-		r = wait_fd(c->fd, POLLIN, deadline);
-		if (r)
-			return r;
-		n = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, MSG_DONTWAIT);
-		if (n > 0)
-			c->rlen += (size_t)n;
-		else if (n == 0)
-			return -ECONNRESET;
-		else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
-	}
+	if (r)
+		return r == -EPIPE ? -ECONNRESET : r;
+	n = gmfp_sock_recv_frame(c->fd, &c->rb, m, deadline, 0);
+	return n ? n : -ECONNRESET;
 }
 
 static int gai_errno(int e)
@@ -165,7 +102,7 @@ static int gai_errno(int e)
 static int tcp_connect(const struct tcp_src *t)
 {
 	struct addrinfo hints, *res, *ai;
-	uint64_t deadline = deadline_in(t->connect_timeout_ms);
+	uint64_t deadline = gmfp_sock_deadline(t->connect_timeout_ms);
 	int fd = -ECONNREFUSED, r;
 
 	memset(&hints, 0, sizeof(hints));
@@ -191,7 +128,7 @@ static int tcp_connect(const struct tcp_src *t)
 		}
 		/* EINTR: a non-blocking connect goes on in the background */
 		if (errno == EINPROGRESS || errno == EINTR) {
-			r = wait_fd(s, POLLOUT, deadline);
+			r = gmfp_sock_wait(s, POLLOUT, deadline);
 			if (!r && getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl))
 				r = -errno;
 			else if (!r)
@@ -216,56 +153,46 @@ static int tcp_connect(const struct tcp_src *t)
 static int conn_open(struct tcp_src *t, struct tcp_conn *c)
 {
 	struct gmfp_wire_msg m;
-	uint64_t deadline;
 	ssize_t n;
 	int r, one = 1;
-	uint32_t i;
 
-	if (!c->rbuf) {
-		c->rbuf = malloc(RBUF_SIZE);
-		if (!c->rbuf)
+	if (!c->rb.buf) {
+		c->rb.buf = malloc(RBUF_SIZE);
+		if (!c->rb.buf)
 			return -ENOMEM;
+		c->rb.size = RBUF_SIZE;
 	}
 	r = tcp_connect(t);
 	if (r < 0)
 		return r;
 	c->fd = r;
-	c->rlen = 0;
+	c->rb.len = 0;
 	/* one small REQ at a time: Nagle would only add a delayed-ACK wait */
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-	deadline = deadline_in(t->timeout_ms);
 	/* the receive buffer is empty: build the HELLO in it */
-	n = gmfp_wire_encode_hello(c->rbuf, RBUF_SIZE, 0, c->channel, t->nr_regions,
+	n = gmfp_wire_encode_hello(c->rb.buf, RBUF_SIZE, 0, c->channel, t->nr_regions,
 				   t->region_sizes);
+	if (n >= 0)
+		n = conn_ask(c, c->rb.buf, (size_t)n, &m,
+			     gmfp_sock_deadline(t->timeout_ms));
 	if (n < 0) {
 		r = (int)n;
 		goto fail;
 	}
-	r = send_all(c->fd, c->rbuf, (size_t)n, deadline);
-	if (r)
-		goto fail;
-	n = conn_read_frame(c, &m, deadline);
-	if (n < 0) {
-		r = (int)n;
-		goto fail;
-	}
-	if (m.type == GMFP_WIRE_ERROR && m.seq == 0) {
+	if (m.type == GMFP_WIRE_ERROR && m.seq == 0)
 		r = -m.u.error.err;	/* the server turned us away, e.g. -ENXIO */
-	} else if (m.type != GMFP_WIRE_WELCOME || m.seq != 0 ||
-		   m.u.welcome.min_version != GMFP_WIRE_VERSION) {
+	else if (m.type != GMFP_WIRE_WELCOME || m.seq != 0 ||
+		 m.u.welcome.min_version != GMFP_WIRE_VERSION)
 		r = -EBADMSG;
-	} else if (t->nr_regions) {
-		/* the server must have exactly the memory the engine has */
-		if (m.u.welcome.nr_regions != t->nr_regions)
-			r = -ENXIO;
-		for (i = 0; !r && i < t->nr_regions; i++)
-			if (gmfp_wire_region_size(&m, i) != t->region_sizes[i])
-				r = -ENXIO;
-	}
+	else if (t->nr_regions &&
+		 !gmfp_wire_layout_is(&m, t->nr_regions, t->region_sizes))
+		r = -ENXIO;	/* the server must have exactly the memory we have */
+	else
+		r = 0;
 	if (r)
 		goto fail;
-	conn_consume(c, (size_t)n);
+	gmfp_sock_consume(&c->rb, (size_t)n);
 	if (c->connected_once)
 		gmfp_source_count_reconnect(t->src);
 	c->connected_once = true;
@@ -285,7 +212,7 @@ static void conn_check_idle(struct tcp_conn *c)
 {
 	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 
-	if (c->rlen || poll(&pfd, 1, 0) > 0)
+	if (c->rb.len || poll(&pfd, 1, 0) > 0)
 		conn_close(c);
 }
 
@@ -323,7 +250,6 @@ static int conn_exchange(struct tcp_src *t, struct tcp_conn *c, struct gmfp_fetc
 {
 	uint8_t req[GMFP_WIRE_HDR_SIZE + 16];
 	struct gmfp_wire_msg m;
-	uint64_t deadline;
 	ssize_t n;
 	int r;
 
@@ -339,11 +265,7 @@ static int conn_exchange(struct tcp_src *t, struct tcp_conn *c, struct gmfp_fetc
 				 f->npages);
 	if (n < 0)
 		return (int)n;
-	deadline = deadline_in(t->timeout_ms);
-	r = send_all(c->fd, req, (size_t)n, deadline);
-	if (r)
-		goto fail;
-	n = conn_read_frame(c, &m, deadline);
+	n = conn_ask(c, req, (size_t)n, &m, gmfp_sock_deadline(t->timeout_ms));
 	if (n < 0) {
 		r = (int)n;
 		goto fail;
@@ -356,6 +278,7 @@ static int conn_exchange(struct tcp_src *t, struct tcp_conn *c, struct gmfp_fetc
 			goto fail;
 		}
 		fill(f, &m);
+		r = 0;
 		break;
 	case GMFP_WIRE_ERROR:
 		if (m.seq != c->seq || m.u.error.region != f->region ||
@@ -373,7 +296,7 @@ static int conn_exchange(struct tcp_src *t, struct tcp_conn *c, struct gmfp_fetc
 		r = -EBADMSG;
 		goto fail;
 	}
-	conn_consume(c, (size_t)n);
+	gmfp_sock_consume(&c->rb, (size_t)n);
 	return r;
 fail:
 	conn_close(c);
@@ -427,16 +350,10 @@ static int tcp_fetch(void *ctx, struct gmfp_fetch *f)
 
 	if (f->npages < 1 || f->npages > GMFP_WIRE_MAX_PAGES)
 		return -EINVAL;
-	if (t->nr_regions) {
-		/* outside the layout: no need to ask the server to say so */
-		uint64_t pages;
-
-		if (f->region >= t->nr_regions)
-			return -EINVAL;
-		pages = t->region_sizes[f->region] / GMFP_PAGE_SIZE;
-		if (f->pgoff > pages || f->npages > pages - f->pgoff)
-			return -EINVAL;
-	}
+	/* outside the layout: no need to ask the server to say so */
+	if (t->nr_regions && !gmfp_wire_in_layout(t->nr_regions, t->region_sizes,
+						  f->region, f->pgoff, f->npages))
+		return -EINVAL;
 	c = conn_get(t, f->flags & GMFP_FETCH_DEMAND);
 	pthread_mutex_lock(&c->lock);
 	r = conn_exchange(t, c, f);
@@ -459,7 +376,7 @@ static void tcp_destroy(void *ctx)
 		if (c->fd >= 0)
 			(void)send(c->fd, bye, sizeof(bye), MSG_NOSIGNAL | MSG_DONTWAIT);
 		conn_close(c);
-		free(c->rbuf);
+		free(c->rb.buf);
 		pthread_mutex_destroy(&c->lock);
 	}
 	pthread_cond_destroy(&t->cond[0]);

@@ -24,6 +24,8 @@
 #define REQ_SIZE	16
 #define DATA_FIXED	16
 #define ERROR_SIZE	24
+/* u32 page_size, u32 nr_regions, u32 pad: how HELLO and WELCOME end. */
+#define LAYOUT_FIXED	12
 
 static inline uint16_t get16(const uint8_t *p)
 {
@@ -72,6 +74,22 @@ static inline uint64_t last_word_mask(uint32_t npages)
 	return npages % 64 ? (1ull << (npages % 64)) - 1 : ~0ull;
 }
 
+/* u32 region, u32 npages, u64 pgoff: how REQ, DATA and ERROR begin. */
+static void get_range(const uint8_t *p, uint32_t *region, uint64_t *pgoff,
+		      uint32_t *npages)
+{
+	*region = get32(p);
+	*npages = get32(p + 4);
+	*pgoff = get64(p + 8);
+}
+
+static void put_range(uint8_t *p, uint32_t region, uint64_t pgoff, uint32_t npages)
+{
+	put32(p, region);
+	put32(p + 4, npages);
+	put64(p + 8, pgoff);
+}
+
 /*
  * What the header alone tells about a payload of @length bytes for @type:
  * -EBADMSG if no frame of that type can be that long.  Fixed-size frames
@@ -104,56 +122,54 @@ static int check_length(uint8_t type, uint32_t length)
 	}
 }
 
+/*
+ * The tail HELLO and WELCOME share, at @p, @room bytes to the payload's
+ * end: u32 page_size, u32 nr_regions, u32 pad = 0, u64 region_size[].  The
+ * two use one layout of the union, so m->u.hello serves for either.
+ */
+static int decode_layout(const uint8_t *p, uint32_t room, struct gmfp_wire_msg *m)
+{
+	uint32_t nr = get32(p + 4);
+
+	if (get32(p) != GMFP_PAGE_SIZE || get32(p + 8))
+		return -EBADMSG;
+	/* nr is bounded first: 8 * nr cannot overflow */
+	if (nr > GMFP_WIRE_MAX_REGIONS || room != LAYOUT_FIXED + 8 * nr)
+		return -EBADMSG;
+	m->u.hello.page_size = GMFP_PAGE_SIZE;
+	m->u.hello.nr_regions = nr;
+	m->u.hello.region_sizes = p + LAYOUT_FIXED;
+	return 0;
+}
+
 static int decode_hello(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *m)
 {
-	uint32_t nr;
-
 	m->u.hello.min_version = get16(p);
 	m->u.hello.max_version = get16(p + 2);
 	m->u.hello.channel = p[4];
-	if (p[5] || p[6] || p[7] || get32(p + 16))
+	if (p[5] || p[6] || p[7])
 		return -EBADMSG;
 	if (m->u.hello.channel != GMFP_WIRE_CH_DEMAND &&
 	    m->u.hello.channel != GMFP_WIRE_CH_BACKGROUND)
 		return -EBADMSG;
-	m->u.hello.page_size = get32(p + 8);
-	if (m->u.hello.page_size != GMFP_PAGE_SIZE)
-		return -EBADMSG;
-	nr = get32(p + 12);
-	/* check_length() bounded length, so this cannot overflow */
-	if (nr > GMFP_WIRE_MAX_REGIONS || length != HELLO_FIXED + 8 * nr)
-		return -EBADMSG;
-	m->u.hello.nr_regions = nr;
-	m->u.hello.region_sizes = p + HELLO_FIXED;
-	return 0;
+	return decode_layout(p + 8, length - 8, m);
 }
 
 static int decode_welcome(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *m)
 {
-	uint32_t nr;
-
 	m->u.welcome.min_version = m->u.welcome.max_version = get16(p);
-	if (get16(p + 2) || get32(p + 12))
+	if (get16(p + 2))
 		return -EBADMSG;
-	m->u.welcome.page_size = get32(p + 4);
-	if (m->u.welcome.page_size != GMFP_PAGE_SIZE)
-		return -EBADMSG;
-	nr = get32(p + 8);
-	if (nr > GMFP_WIRE_MAX_REGIONS || length != WELCOME_FIXED + 8 * nr)
-		return -EBADMSG;
-	m->u.welcome.nr_regions = nr;
-	m->u.welcome.region_sizes = p + WELCOME_FIXED;
-	return 0;
+	return decode_layout(p + 4, length - 4, m);
 }
 
 static int decode_data(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *m)
 {
-	uint32_t npages = get32(p + 4), words, i, nzero = 0;
 	const uint8_t *z = p + DATA_FIXED;
+	uint32_t npages, words, i, nzero = 0;
 
-	m->u.data.region = get32(p);
-	m->u.data.npages = npages;
-	m->u.data.pgoff = get64(p + 8);
+	get_range(p, &m->u.data.region, &m->u.data.pgoff, &m->u.data.npages);
+	npages = m->u.data.npages;
 	if (npages < 1 || npages > GMFP_WIRE_MAX_PAGES)
 		return -EBADMSG;
 	words = zero_words(npages);
@@ -178,9 +194,7 @@ static int decode_data(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *
 
 static int decode_error(const uint8_t *p, struct gmfp_wire_msg *m)
 {
-	m->u.error.region = get32(p);
-	m->u.error.npages = get32(p + 4);
-	m->u.error.pgoff = get64(p + 8);
+	get_range(p, &m->u.error.region, &m->u.error.pgoff, &m->u.error.npages);
 	m->u.error.err = (int32_t)get32(p + 16);
 	/* npages 0: an ERROR that answers no REQ (a refused HELLO) */
 	if (m->u.error.npages > GMFP_WIRE_MAX_PAGES || m->u.error.err <= 0 ||
@@ -229,9 +243,7 @@ ssize_t gmfp_wire_decode(const void *buf, size_t len, struct gmfp_wire_msg *m)
 		r = decode_welcome(pl, length, &d);
 		break;
 	case GMFP_WIRE_REQ:
-		d.u.req.region = get32(pl);
-		d.u.req.npages = get32(pl + 4);
-		d.u.req.pgoff = get64(pl + 8);
+		get_range(pl, &d.u.req.region, &d.u.req.pgoff, &d.u.req.npages);
 		if (d.u.req.npages < 1 || d.u.req.npages > GMFP_WIRE_MAX_PAGES)
 			r = -EBADMSG;
 		break;
@@ -258,6 +270,31 @@ uint64_t gmfp_wire_region_size(const struct gmfp_wire_msg *m, uint32_t i)
 	    i >= m->u.hello.nr_regions || !m->u.hello.region_sizes)
 		return 0;
 	return get64((const uint8_t *)m->u.hello.region_sizes + 8 * (size_t)i);
+}
+
+bool gmfp_wire_layout_is(const struct gmfp_wire_msg *m, uint32_t nr_regions,
+			 const uint64_t *region_sizes)
+{
+	uint32_t i;
+
+	if (m->u.hello.nr_regions != nr_regions)
+		return false;
+	for (i = 0; i < nr_regions; i++)
+		if (gmfp_wire_region_size(m, i) != region_sizes[i])
+			return false;
+	return true;
+}
+
+bool gmfp_wire_in_layout(uint32_t nr_regions, const uint64_t *region_sizes,
+			 uint32_t region, uint64_t pgoff, uint32_t npages)
+{
+	uint64_t pages;
+
+	if (region >= nr_regions)
+		return false;
+	pages = region_sizes[region] / GMFP_PAGE_SIZE;
+	/* not pgoff + npages > pages: that can wrap */
+	return pgoff <= pages && npages <= pages - pgoff;
 }
 
 /*
@@ -290,12 +327,37 @@ static int check_layout(uint32_t nr_regions, const uint64_t *region_sizes)
 	return 0;
 }
 
+/* The tail HELLO and WELCOME share: see decode_layout(). */
 static void put_layout(uint8_t *p, uint32_t nr_regions, const uint64_t *region_sizes)
 {
 	uint32_t i;
 
+	put32(p, GMFP_PAGE_SIZE);
+	put32(p + 4, nr_regions);
+	put32(p + 8, 0);
 	for (i = 0; i < nr_regions; i++)
-		put64(p + 8 * (size_t)i, region_sizes[i]);
+		put64(p + LAYOUT_FIXED + 8 * (size_t)i, region_sizes[i]);
+}
+
+/*
+ * What HELLO and WELCOME have in common: the header, and the layout that
+ * ends their @fixed byte fixed part.  The caller writes what comes before.
+ */
+static ssize_t put_layout_frame(void *buf, size_t len, uint8_t type, uint32_t fixed,
+				uint32_t seq, uint32_t nr_regions,
+				const uint64_t *region_sizes)
+{
+	uint8_t *p = buf;
+	ssize_t n;
+
+	if (check_layout(nr_regions, region_sizes))
+		return -EINVAL;
+	n = put_hdr(buf, len, type, fixed + 8 * nr_regions, seq);
+	if (n < 0)
+		return n;
+	put_layout(p + GMFP_WIRE_HDR_SIZE + fixed - LAYOUT_FIXED, nr_regions,
+		   region_sizes);
+	return n;
 }
 
 ssize_t gmfp_wire_encode_hello(void *buf, size_t len, uint32_t seq,
@@ -307,9 +369,8 @@ ssize_t gmfp_wire_encode_hello(void *buf, size_t len, uint32_t seq,
 
 	if (channel != GMFP_WIRE_CH_DEMAND && channel != GMFP_WIRE_CH_BACKGROUND)
 		return -EINVAL;
-	if (check_layout(nr_regions, region_sizes))
-		return -EINVAL;
-	n = put_hdr(buf, len, GMFP_WIRE_HELLO, HELLO_FIXED + 8 * nr_regions, seq);
+	n = put_layout_frame(buf, len, GMFP_WIRE_HELLO, HELLO_FIXED, seq, nr_regions,
+			     region_sizes);
 	if (n < 0)
 		return n;
 	p += GMFP_WIRE_HDR_SIZE;
@@ -318,10 +379,6 @@ ssize_t gmfp_wire_encode_hello(void *buf, size_t len, uint32_t seq,
 	put16(p + 2, GMFP_WIRE_VERSION);
 	p[4] = channel;
 	p[5] = p[6] = p[7] = 0;
-	put32(p + 8, GMFP_PAGE_SIZE);
-	put32(p + 12, nr_regions);
-	put32(p + 16, 0);
-	put_layout(p + HELLO_FIXED, nr_regions, region_sizes);
 	return n;
 }
 
@@ -331,37 +388,36 @@ ssize_t gmfp_wire_encode_welcome(void *buf, size_t len, uint32_t seq,
 	uint8_t *p = buf;
 	ssize_t n;
 
-	if (check_layout(nr_regions, region_sizes))
-		return -EINVAL;
-	n = put_hdr(buf, len, GMFP_WIRE_WELCOME, WELCOME_FIXED + 8 * nr_regions, seq);
+	n = put_layout_frame(buf, len, GMFP_WIRE_WELCOME, WELCOME_FIXED, seq,
+			     nr_regions, region_sizes);
 	if (n < 0)
 		return n;
 	p += GMFP_WIRE_HDR_SIZE;
 	put16(p, GMFP_WIRE_VERSION);
 	put16(p + 2, 0);
-	put32(p + 4, GMFP_PAGE_SIZE);
-	put32(p + 8, nr_regions);
-	put32(p + 12, 0);
-	put_layout(p + WELCOME_FIXED, nr_regions, region_sizes);
+	return n;
+}
+
+/* REQ, DATA and ERROR: the header and the range their payload starts with. */
+static ssize_t put_range_frame(void *buf, size_t len, uint8_t type, uint32_t length,
+			       uint32_t seq, uint32_t region, uint64_t pgoff,
+			       uint32_t npages)
+{
+	uint8_t *p = buf;
+	ssize_t n = put_hdr(buf, len, type, length, seq);
+
+	if (n >= 0)
+		put_range(p + GMFP_WIRE_HDR_SIZE, region, pgoff, npages);
 	return n;
 }
 
 ssize_t gmfp_wire_encode_req(void *buf, size_t len, uint32_t seq, uint32_t region,
 			     uint64_t pgoff, uint32_t npages)
 {
-	uint8_t *p = buf;
-	ssize_t n;
-
 	if (npages < 1 || npages > GMFP_WIRE_MAX_PAGES)
 		return -EINVAL;
-	n = put_hdr(buf, len, GMFP_WIRE_REQ, REQ_SIZE, seq);
-	if (n < 0)
-		return n;
-	p += GMFP_WIRE_HDR_SIZE;
-	put32(p, region);
-	put32(p + 4, npages);
-	put64(p + 8, pgoff);
-	return n;
+	return put_range_frame(buf, len, GMFP_WIRE_REQ, REQ_SIZE, seq, region, pgoff,
+			       npages);
 }
 
 ssize_t gmfp_wire_encode_data(void *buf, size_t len, uint32_t seq, uint32_t region,
@@ -385,14 +441,12 @@ ssize_t gmfp_wire_encode_data(void *buf, size_t len, uint32_t seq, uint32_t regi
 	}
 	if (nzero < npages && !pages)
 		return -EINVAL;
-	n = put_hdr(buf, len, GMFP_WIRE_DATA,
-		    DATA_FIXED + 8 * words + GMFP_PAGE_SIZE * (npages - nzero), seq);
+	n = put_range_frame(buf, len, GMFP_WIRE_DATA,
+			    DATA_FIXED + 8 * words + GMFP_PAGE_SIZE * (npages - nzero),
+			    seq, region, pgoff, npages);
 	if (n < 0)
 		return n;
 	p += GMFP_WIRE_HDR_SIZE;
-	put32(p, region);
-	put32(p + 4, npages);
-	put64(p + 8, pgoff);
 	for (i = 0; i < words; i++)
 		put64(p + DATA_FIXED + 8 * i, zero ? zero[i] : 0);
 
@@ -421,13 +475,11 @@ ssize_t gmfp_wire_encode_error(void *buf, size_t len, uint32_t seq, uint32_t reg
 
 	if (err <= 0 || npages > GMFP_WIRE_MAX_PAGES)
 		return -EINVAL;
-	n = put_hdr(buf, len, GMFP_WIRE_ERROR, ERROR_SIZE, seq);
+	n = put_range_frame(buf, len, GMFP_WIRE_ERROR, ERROR_SIZE, seq, region, pgoff,
+			    npages);
 	if (n < 0)
 		return n;
 	p += GMFP_WIRE_HDR_SIZE;
-	put32(p, region);
-	put32(p + 4, npages);
-	put64(p + 8, pgoff);
 	put32(p + 16, (uint32_t)err);
 	put32(p + 20, 0);
 	return n;
