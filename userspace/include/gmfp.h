@@ -294,6 +294,14 @@ enum gmfp_bg_order {
 /* gmfp_engine_opts.flags */
 #define GMFP_ENGINE_FINISH	(1u << 0) /* FINISH each guest_memfd when complete */
 #define GMFP_ENGINE_MARK_ZERO	(1u << 1) /* zero pages by MARK: memory is fresh */
+/*
+ * Taking over from a server that died (a pager restarted): records it read
+ * but never served are gone, and the kernel sends one record per period.
+ * With this flag gmfp_engine_start() DISCARDs every page that is not
+ * present, which begins a new period for each: their waiters fault again
+ * and queue fresh records.  A not-present page has no contents to lose.
+ */
+#define GMFP_ENGINE_RENOTIFY	(1u << 2)
 
 struct gmfp_engine;
 

@@ -157,6 +157,12 @@ static int64_t k_copy(void *ctx, int gmem, uint64_t off, const void *src,
 	return gmfp_gmem_copy(gmem, off, src, len, flags, done);
 }
 
+static int k_discard(void *ctx, int gmem, uint64_t off, uint64_t len)
+{
+	(void)ctx;
+	return gmfp_gmem_discard(gmem, off, len);
+}
+
 static int k_finish(void *ctx, int gmem)
 {
 	(void)ctx;
@@ -176,6 +182,7 @@ static const struct gmfp_kops kernel_ops = {
 	.mark = k_mark,
 	.copy = k_copy,
 	.finish = k_finish,
+	.discard = k_discard,
 	.stats = k_stats,
 };
 
@@ -984,7 +991,8 @@ int gmfp_engine_new(struct gmfp_engine **out, struct gmfp_source *src,
 	    e->o.retry_min_ms > e->o.retry_max_ms ||
 	    (unsigned int)e->o.bg_order > GMFP_BG_RECORDED ||
 	    (e->o.bg_order == GMFP_BG_RECORDED && !e->o.order_file) ||
-	    (e->o.flags & ~(GMFP_ENGINE_FINISH | GMFP_ENGINE_MARK_ZERO)))
+	    (e->o.flags & ~(GMFP_ENGINE_FINISH | GMFP_ENGINE_MARK_ZERO |
+			    GMFP_ENGINE_RENOTIFY)))
 		goto err_free;
 	/* a source that caps its requests caps our batches */
 	if (src->ops.max_pages && e->o.max_batch > src->ops.max_pages)
@@ -1096,6 +1104,33 @@ err_bm:
 	return r;
 }
 
+/*
+ * GMFP_ENGINE_RENOTIFY: a new period for every page not present, so that
+ * the accessors of pages whose records a dead predecessor consumed ask
+ * again.  Runs of not-present pages from the bitmap read at add time;
+ * before the reader starts, so the new records just queue up.
+ */
+static int renotify(struct gmfp_engine *e)
+{
+	uint32_t i;
+
+	for (i = 0; i < e->nr_regions; i++) {
+		struct region *rg = &e->regions[i];
+		uint64_t pg = 0, end;
+		int r;
+
+		while ((pg = gmfp_find_next_zero(rg->done, rg->npages, pg)) < rg->npages) {
+			for (end = pg + 1; end < rg->npages && !gmfp_test_bit(rg->done, end); end++)
+				;
+			r = e->k->discard(e->kctx, rg->gmem, pg * PAGE, (end - pg) * PAGE);
+			if (r)
+				return r;
+			pg = end;
+		}
+	}
+	return 0;
+}
+
 int gmfp_engine_start(struct gmfp_engine *e)
 {
 	uint64_t pages[MAX_REGIONS];
@@ -1122,6 +1157,11 @@ int gmfp_engine_start(struct gmfp_engine *e)
 	}
 	if (e->o.bg_order == GMFP_BG_NONE)
 		e->bg_done = true;
+	if (e->o.flags & GMFP_ENGINE_RENOTIFY) {
+		r = renotify(e);
+		if (r)
+			return r;
+	}
 	e->workers = calloc(e->o.workers, sizeof(*e->workers));
 	if (!e->workers)
 		return -ENOMEM;

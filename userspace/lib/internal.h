@@ -131,6 +131,7 @@ struct gmfp_kops {
 	int64_t (*copy)(void *ctx, int gmem, uint64_t off, const void *src,
 			uint64_t len, unsigned int flags, uint64_t *done);
 	int (*finish)(void *ctx, int gmem);
+	int (*discard)(void *ctx, int gmem, uint64_t off, uint64_t len);
 	int (*stats)(void *ctx, int gmem, struct gmfp_gmem_stats *st);
 };
 /* Before gmfp_engine_add(). */
