@@ -34,6 +34,14 @@ add_dynamic() {
 		[ -e "$ROOT$lib" ] || install -D -m755 "$(readlink -f "$lib")" "$ROOT$lib"
 	done
 }
+# The userspace tools the in-VM programs run (userspace/tools/*), in
+# /kvm/userspace/bin.
+if [ -n "$(for t in $(test_names $run); do case $t in userspace/*) echo y ;; esac; done)" ] &&
+   [ -d "$UVM/bin" ]; then
+	for b in "$UVM"/bin/*; do
+		[ -x "$b" ] && add_dynamic "$b" "kvm/userspace/bin/$(basename "$b")"
+	done
+fi
 for t in $(test_names $run); do
 	case $t in
 	userspace/*)

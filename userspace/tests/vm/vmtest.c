@@ -521,6 +521,22 @@ void vt_server_kill(struct vt_server *s)
 	}
 }
 
+const char *vt_tool(const char *name, char *buf, size_t len)
+{
+	char self[512];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash;
+
+	if (n <= 0)
+		return NULL;
+	self[n] = 0;
+	slash = strrchr(self, '/');
+	if (slash)
+		*slash = 0;
+	snprintf(buf, len, "%s/bin/%s", self, name);
+	return buf;
+}
+
 uint64_t vt_count_present(int gmem, uint64_t npages)
 {
 	uint64_t *bm = calloc((npages + 63) / 64, 8), n = 0, i;

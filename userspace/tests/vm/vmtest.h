@@ -128,6 +128,12 @@ int vt_server_start(struct vt_server *s, int image_fd, uint64_t npages,
 		    unsigned int max_requests);
 void vt_server_kill(struct vt_server *s);
 
+/*
+ * Path of tool @name (userspace/tools/<name>): bin/<name> next to this
+ * program, as the initramfs and `make vm-tests` lay them out.
+ */
+const char *vt_tool(const char *name, char *buf, size_t len);
+
 /* Count present pages via the bitmap. */
 uint64_t vt_count_present(int gmem, uint64_t npages);
 
