@@ -146,6 +146,18 @@ static int page_is(const unsigned char *p, unsigned char v)
 	return 1;
 }
 
+/* @f asks for @npages from @pgoff into @buf, the bitmap @zero cleared. */
+static void fetch_init(struct gmfp_fetch *f, uint64_t pgoff, uint32_t npages,
+		       unsigned char *buf, uint64_t *zero)
+{
+	memset(f, 0, sizeof(*f));
+	f->pgoff = pgoff;
+	f->npages = npages;
+	f->buf = buf;
+	f->zero = zero;
+	zero[0] = 0;
+}
+
 static void test_sources(const char *scratch)
 {
 	struct counting_ctx ctx = { 0, 0 };
@@ -165,12 +177,7 @@ static void test_sources(const char *scratch)
 		CHECK_EQ(gmfp_source_new(&s, &ops, &ctx), 0);
 	}
 	if (s) {
-		memset(&f, 0, sizeof(f));
-		f.pgoff = 7;
-		f.npages = 2;
-		f.buf = buf;
-		f.zero = zero;
-		zero[0] = 0;
+		fetch_init(&f, 7, 2, buf, zero);
 		CHECK_EQ(gmfp_source_fetch(s, &f), 0);
 		CHECK_EQ(ctx.fetched, 2);
 		CHECK(page_is(buf, 0x5a) && page_is(buf + GMFP_PAGE_SIZE, 0x5a));
@@ -187,11 +194,7 @@ static void test_sources(const char *scratch)
 	CHECK_EQ(gmfp_source_zero(&s), 0);
 	if (s) {
 		memset(buf, 0xff, sizeof(buf));
-		memset(&f, 0, sizeof(f));
-		f.npages = 3;
-		f.buf = buf;
-		f.zero = zero;
-		zero[0] = 0;
+		fetch_init(&f, 0, 3, buf, zero);
 		CHECK_EQ(gmfp_source_fetch(s, &f), 0);
 		for (i = 0; i < 3; i++)
 			CHECK((zero[0] >> i & 1) || page_is(buf + i * GMFP_PAGE_SIZE, 0));
@@ -217,11 +220,7 @@ static void test_sources(const char *scratch)
 	}
 	if (s) {
 		memset(buf, 0, sizeof(buf));
-		memset(&f, 0, sizeof(f));
-		f.npages = 2;
-		f.buf = buf;
-		f.zero = zero;
-		zero[0] = 0;
+		fetch_init(&f, 0, 2, buf, zero);
 		CHECK_EQ(gmfp_source_fetch(s, &f), 0);
 		CHECK((zero[0] & 3) == 0);
 		CHECK(page_is(buf, 0xa5));

@@ -262,6 +262,22 @@ struct adder {
 	unsigned int id;
 };
 
+/* NTHREADS threads of @fn, each with its id, adding into @h at once. */
+static void run_adders(struct gmfp_hist *h, void *(*fn)(void *))
+{
+	struct adder a[NTHREADS];
+	pthread_t th[NTHREADS];
+	unsigned int t;
+
+	for (t = 0; t < NTHREADS; t++) {
+		a[t].h = h;
+		a[t].id = t;
+		assert_int_equal(pthread_create(&th[t], NULL, fn, &a[t]), 0);
+	}
+	for (t = 0; t < NTHREADS; t++)
+		assert_int_equal(pthread_join(th[t], NULL), 0);
+}
+
 /* Thread t adds i * (t + 1) for i < PER_THREAD: known buckets and max. */
 static void *adder_main(void *p)
 {
@@ -276,21 +292,13 @@ static void *adder_main(void *p)
 static void test_concurrent(void **state)
 {
 	struct gmfp_hist h;
-	struct adder a[NTHREADS];
-	pthread_t th[NTHREADS];
 	uint64_t b[GMFP_HIST_BUCKETS], want[GMFP_HIST_BUCKETS] = { 0 };
 	uint64_t count, max, i;
 	unsigned int t;
 
 	(void)state;
 	memset(&h, 0, sizeof(h));
-	for (t = 0; t < NTHREADS; t++) {
-		a[t].h = &h;
-		a[t].id = t;
-		assert_int_equal(pthread_create(&th[t], NULL, adder_main, &a[t]), 0);
-	}
-	for (t = 0; t < NTHREADS; t++)
-		assert_int_equal(pthread_join(th[t], NULL), 0);
+	run_adders(&h, adder_main);
 
 	for (t = 0; t < NTHREADS; t++)
 		for (i = 0; i < PER_THREAD; i++)
@@ -317,20 +325,11 @@ static void *max_main(void *p)
 static void test_concurrent_max(void **state)
 {
 	struct gmfp_hist h;
-	struct adder a[NTHREADS];
-	pthread_t th[NTHREADS];
 	uint64_t b[GMFP_HIST_BUCKETS], count, max;
-	unsigned int t;
 
 	(void)state;
 	memset(&h, 0, sizeof(h));
-	for (t = 0; t < NTHREADS; t++) {
-		a[t].h = &h;
-		a[t].id = t;
-		assert_int_equal(pthread_create(&th[t], NULL, max_main, &a[t]), 0);
-	}
-	for (t = 0; t < NTHREADS; t++)
-		assert_int_equal(pthread_join(th[t], NULL), 0);
+	run_adders(&h, max_main);
 	gmfp_hist_read(&h, b, &count, &max);
 	assert_int_equal(max, (uint64_t)PER_THREAD * NTHREADS - 1);
 	assert_int_equal(count, (uint64_t)PER_THREAD * NTHREADS);

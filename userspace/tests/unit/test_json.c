@@ -54,6 +54,20 @@ static const char *parse_number(const char *p, const char *path, struct parsed *
 	return p;
 }
 
+/*
+ * After a member or element (@p NULL if it did not parse): past @close
+ * with *@end set if the container ends there, past the ',' if another
+ * follows, NULL for anything else.
+ */
+static const char *next_item(const char *p, char close, bool *end)
+{
+	if (!p)
+		return NULL;
+	p = ws(p);
+	*end = *p == close;
+	return *end || *p == ',' ? p + 1 : NULL;
+}
+
 static const char *parse_object(const char *p, const char *path, struct parsed *out)
 {
 	p = ws(p + 1);
@@ -62,6 +76,7 @@ static const char *parse_object(const char *p, const char *path, struct parsed *
 	for (;;) {
 		char sub[64], key[48];
 		size_t k = 0;
+		bool end;
 
 		if (*p != '"')
 			return NULL;
@@ -77,15 +92,10 @@ static const char *parse_object(const char *p, const char *path, struct parsed *
 		if (*p != ':')
 			return NULL;
 		snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", key);
-		p = parse_value(p + 1, sub, out);
-		if (!p)
-			return NULL;
+		p = next_item(parse_value(p + 1, sub, out), '}', &end);
+		if (!p || end)
+			return p;
 		p = ws(p);
-		if (*p == '}')
-			return p + 1;
-		if (*p != ',')
-			return NULL;
-		p = ws(p + 1);
 	}
 }
 
@@ -98,17 +108,12 @@ static const char *parse_array(const char *p, const char *path, struct parsed *o
 		return p + 1;
 	for (;;) {
 		char sub[64];
+		bool end;
 
 		snprintf(sub, sizeof(sub), "%s[%u]", path, i++);
-		p = parse_value(p, sub, out);
-		if (!p)
-			return NULL;
-		p = ws(p);
-		if (*p == ']')
-			return p + 1;
-		if (*p != ',')
-			return NULL;
-		p++;
+		p = next_item(parse_value(p, sub, out), ']', &end);
+		if (!p || end)
+			return p;
 	}
 }
 
@@ -209,6 +214,16 @@ static void build_expect(const struct gmfp_engine_stats *st)
 	want_u64("latency_us.count", st->lat_count);
 }
 
+/*
+ * Every u64 from pages_total up to (not including) last_error, as an
+ * array (test_layout_assumption checks that it is one): how many.
+ */
+static size_t u64_fields(struct gmfp_engine_stats *st, uint64_t **w)
+{
+	*w = &st->pages_total;
+	return (size_t)((uint64_t *)&st->last_error - *w);
+}
+
 /* Distinct values in every field, so that a swapped field shows. */
 static void fill_stats(struct gmfp_engine_stats *st, uint64_t seed)
 {
@@ -217,9 +232,7 @@ static void fill_stats(struct gmfp_engine_stats *st, uint64_t seed)
 
 	memset(st, 0, sizeof(*st));
 	st->sz = sizeof(*st);
-	w = &st->pages_total;
-	/* Every u64 from pages_total up to (not including) last_error. */
-	nw = (size_t)((uint64_t *)&st->last_error - w);
+	nw = u64_fields(st, &w);
 	for (i = 0; i < nw; i++)
 		w[i] = seed * 1000003ull + i * 7919ull + 1;
 	st->last_error = -110;
@@ -278,8 +291,7 @@ static void test_extremes(void **state)
 
 	(void)state;
 	memset(&st, 0, sizeof(st));
-	w = &st.pages_total;
-	nw = (size_t)((uint64_t *)&st.last_error - w);
+	nw = u64_fields(&st, &w);
 	for (i = 0; i < nw; i++)
 		w[i] = UINT64_MAX - i;
 	st.last_error = INT64_MIN;
@@ -296,7 +308,7 @@ static void test_layout_assumption(void **state)
 
 	(void)state;
 	/*
-	 * fill_stats() walks the u64 fields as an array; if the struct gains a
+	 * u64_fields() walks the u64 fields as an array; if the struct gains a
 	 * field of another type this catches it before the tests lie.
 	 */
 	assert_int_equal((char *)&st.last_error - (char *)&st.pages_total,

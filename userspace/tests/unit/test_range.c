@@ -38,6 +38,25 @@ static void expect_runs(const struct collect *c, const struct run *want,
 	}
 }
 
+/* gmfp_for_each_run() over @p with @max_run finishes and yields exactly @want. */
+static void check_runs(uint64_t *p, size_t n, uint64_t max_run,
+		       const struct run *want, unsigned int nwant)
+{
+	struct collect c = { 0 };
+
+	assert_int_equal(gmfp_for_each_run(p, n, max_run, collect_cb, &c), 0);
+	expect_runs(&c, want, nwant);
+}
+
+/* A 64-bit xorshift step: the same pseudo-random pages on every run. */
+static uint64_t xorshift(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
 static void test_empty(void **state)
 {
 	struct collect c = { 0 };
@@ -50,24 +69,20 @@ static void test_empty(void **state)
 static void test_single(void **state)
 {
 	uint64_t p[] = { 42 };
-	struct collect c = { 0 };
 	const struct run want[] = { { 42, 1 } };
 
 	(void)state;
-	assert_int_equal(gmfp_for_each_run(p, 1, 0, collect_cb, &c), 0);
-	expect_runs(&c, want, 1);
+	check_runs(p, 1, 0, want, 1);
 }
 
 static void test_unsorted(void **state)
 {
 	uint64_t p[] = { 9, 3, 1, 2, 10, 20, 0, 8, 19 };
-	struct collect c = { 0 };
 	const struct run want[] = { { 0, 4 }, { 8, 3 }, { 19, 2 } };
 	unsigned int i;
 
 	(void)state;
-	assert_int_equal(gmfp_for_each_run(p, GMFP_ARRAY_SIZE(p), 0, collect_cb, &c), 0);
-	expect_runs(&c, want, GMFP_ARRAY_SIZE(want));
+	check_runs(p, GMFP_ARRAY_SIZE(p), 0, want, GMFP_ARRAY_SIZE(want));
 	/* Sorted in place, as documented. */
 	for (i = 1; i < GMFP_ARRAY_SIZE(p); i++)
 		assert_true(p[i - 1] < p[i]);
@@ -76,29 +91,24 @@ static void test_unsorted(void **state)
 static void test_duplicates(void **state)
 {
 	uint64_t p[] = { 5, 5, 6, 5, 7, 7, 100, 100, 6 };
-	struct collect c = { 0 };
 	const struct run want[] = { { 5, 3 }, { 100, 1 } };
 
 	(void)state;
-	assert_int_equal(gmfp_for_each_run(p, GMFP_ARRAY_SIZE(p), 0, collect_cb, &c), 0);
-	expect_runs(&c, want, GMFP_ARRAY_SIZE(want));
+	check_runs(p, GMFP_ARRAY_SIZE(p), 0, want, GMFP_ARRAY_SIZE(want));
 }
 
 static void test_all_duplicates(void **state)
 {
 	uint64_t p[] = { 3, 3, 3, 3 };
-	struct collect c = { 0 };
 	const struct run want[] = { { 3, 1 } };
 
 	(void)state;
-	assert_int_equal(gmfp_for_each_run(p, GMFP_ARRAY_SIZE(p), 1, collect_cb, &c), 0);
-	expect_runs(&c, want, 1);
+	check_runs(p, GMFP_ARRAY_SIZE(p), 1, want, 1);
 }
 
 static void test_max_run(void **state)
 {
 	uint64_t p[10];
-	struct collect c = { 0 };
 	const struct run want4[] = { { 0, 4 }, { 4, 4 }, { 8, 2 } };
 	const struct run want1[] = { { 0, 1 }, { 1, 1 }, { 2, 1 } };
 	const struct run want5[] = { { 0, 5 }, { 5, 5 } };
@@ -108,60 +118,46 @@ static void test_max_run(void **state)
 	(void)state;
 	for (i = 0; i < 10; i++)
 		p[i] = 9 - i;
-	assert_int_equal(gmfp_for_each_run(p, 10, 4, collect_cb, &c), 0);
-	expect_runs(&c, want4, 3);
-
-	memset(&c, 0, sizeof(c));
-	assert_int_equal(gmfp_for_each_run(p, 3, 1, collect_cb, &c), 0);
-	expect_runs(&c, want1, 3);
-
-	memset(&c, 0, sizeof(c));
-	assert_int_equal(gmfp_for_each_run(p, 10, 5, collect_cb, &c), 0);
-	expect_runs(&c, want5, 2);
-
+	check_runs(p, 10, 4, want4, 3);
+	check_runs(p, 3, 1, want1, 3);
+	check_runs(p, 10, 5, want5, 2);
 	/* max_run at or above the run length: no cut */
-	memset(&c, 0, sizeof(c));
-	assert_int_equal(gmfp_for_each_run(p, 10, 10, collect_cb, &c), 0);
-	expect_runs(&c, want_all, 1);
-	memset(&c, 0, sizeof(c));
-	assert_int_equal(gmfp_for_each_run(p, 10, UINT64_MAX, collect_cb, &c), 0);
-	expect_runs(&c, want_all, 1);
+	check_runs(p, 10, 10, want_all, 1);
+	check_runs(p, 10, UINT64_MAX, want_all, 1);
 }
 
 static void test_max_run_with_duplicates(void **state)
 {
 	/* Duplicates must not count towards max_run. */
 	uint64_t p[] = { 0, 0, 1, 1, 2, 2, 3, 3, 4 };
-	struct collect c = { 0 };
 	const struct run want[] = { { 0, 3 }, { 3, 2 } };
 
 	(void)state;
-	assert_int_equal(gmfp_for_each_run(p, GMFP_ARRAY_SIZE(p), 3, collect_cb, &c), 0);
-	expect_runs(&c, want, GMFP_ARRAY_SIZE(want));
+	check_runs(p, GMFP_ARRAY_SIZE(p), 3, want, GMFP_ARRAY_SIZE(want));
 }
 
 static void test_early_stop(void **state)
 {
+	/*
+	 * A non-zero return ends the walk and is passed on as is, negative
+	 * or not, from the first run, a middle one or the last.
+	 */
+	static const struct {
+		unsigned int stop_after;
+		int stop_ret;
+	} cases[] = { { 2, -ENOSPC }, { 4, 7 }, { 1, -1 } };
 	uint64_t p[] = { 1, 3, 5, 7 };
-	struct collect c = { .stop_after = 2, .stop_ret = -ENOSPC };
+	unsigned int i;
 
 	(void)state;
-	assert_int_equal(gmfp_for_each_run(p, 4, 0, collect_cb, &c), -ENOSPC);
-	assert_int_equal(c.n, 2);
+	for (i = 0; i < GMFP_ARRAY_SIZE(cases); i++) {
+		struct collect c = { .stop_after = cases[i].stop_after,
+				     .stop_ret = cases[i].stop_ret };
 
-	/* A positive value is returned as is too; stop on the last run. */
-	memset(&c, 0, sizeof(c));
-	c.stop_after = 4;
-	c.stop_ret = 7;
-	assert_int_equal(gmfp_for_each_run(p, 4, 0, collect_cb, &c), 7);
-	assert_int_equal(c.n, 4);
-
-	/* Stop on the first. */
-	memset(&c, 0, sizeof(c));
-	c.stop_after = 1;
-	c.stop_ret = -1;
-	assert_int_equal(gmfp_for_each_run(p, 4, 0, collect_cb, &c), -1);
-	assert_int_equal(c.n, 1);
+		assert_int_equal(gmfp_for_each_run(p, 4, 0, collect_cb, &c),
+				 cases[i].stop_ret);
+		assert_int_equal(c.n, cases[i].stop_after);
+	}
 }
 
 static void test_high_indices(void **state)
@@ -170,39 +166,26 @@ static void test_high_indices(void **state)
 	uint64_t p[] = { UINT64_MAX, 0 };
 	uint64_t q[] = { UINT64_MAX, UINT64_MAX - 1, 1, 0, UINT64_MAX - 2 };
 	uint64_t r[] = { UINT64_MAX, UINT64_MAX, UINT64_MAX - 1 };
-	struct collect c = { 0 };
 	const struct run want_p[] = { { 0, 1 }, { UINT64_MAX, 1 } };
 	const struct run want_q[] = { { 0, 2 }, { UINT64_MAX - 2, 3 } };
 	const struct run want_q2[] = { { 0, 2 }, { UINT64_MAX - 2, 2 }, { UINT64_MAX, 1 } };
 	const struct run want_r[] = { { UINT64_MAX - 1, 2 } };
 
 	(void)state;
-	assert_int_equal(gmfp_for_each_run(p, 2, 0, collect_cb, &c), 0);
-	expect_runs(&c, want_p, 2);
-
-	memset(&c, 0, sizeof(c));
-	assert_int_equal(gmfp_for_each_run(q, 5, 0, collect_cb, &c), 0);
-	expect_runs(&c, want_q, 2);
-
-	memset(&c, 0, sizeof(c));
-	assert_int_equal(gmfp_for_each_run(q, 5, 2, collect_cb, &c), 0);
-	expect_runs(&c, want_q2, 3);
-
-	memset(&c, 0, sizeof(c));
-	assert_int_equal(gmfp_for_each_run(r, 3, 0, collect_cb, &c), 0);
-	expect_runs(&c, want_r, 1);
+	check_runs(p, 2, 0, want_p, 2);
+	check_runs(q, 5, 0, want_q, 2);
+	check_runs(q, 5, 2, want_q2, 3);
+	check_runs(r, 3, 0, want_r, 1);
 }
 
 static void test_large_gap(void **state)
 {
 	/* Differences above INT_MAX must sort right (no x - y comparator). */
 	uint64_t p[] = { 1ull << 40, 5, 1ull << 63, (1ull << 40) + 1, 4 };
-	struct collect c = { 0 };
 	const struct run want[] = { { 4, 2 }, { 1ull << 40, 2 }, { 1ull << 63, 1 } };
 
 	(void)state;
-	assert_int_equal(gmfp_for_each_run(p, 5, 0, collect_cb, &c), 0);
-	expect_runs(&c, want, 3);
+	check_runs(p, 5, 0, want, 3);
 }
 
 /* Runs must cover exactly the distinct input pages, each at most max_run long. */
@@ -253,10 +236,7 @@ static void test_random_cover(void **state)
 
 		memset(seen, 0, sizeof(seen));
 		for (i = 0; i < n; i++) {
-			x ^= x << 13;
-			x ^= x >> 7;
-			x ^= x << 17;
-			p[i] = x % (round % 3 ? 2048 : 300);
+			p[i] = xorshift(&x) % (round % 3 ? 2048 : 300);
 			seen[p[i]] = 1;
 		}
 		assert_int_equal(gmfp_for_each_run(p, n, k.max_run, cover_cb, seen), 0);
@@ -380,9 +360,7 @@ static void test_fnz_random(void **state)
 	(void)state;
 	for (round = 0; round < 300; round++) {
 		for (w = 0; w < 5; w++) {
-			x ^= x << 13;
-			x ^= x >> 7;
-			x ^= x << 17;
+			xorshift(&x);
 			/* mostly-full words, to get long searches */
 			map[w] = round % 2 ? x | (x << 7) | (x >> 3) : x;
 			if (round % 5 == 0)

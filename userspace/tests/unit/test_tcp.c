@@ -175,6 +175,7 @@ struct server {
 	int nconn;
 	struct srv_conn conns[MAX_SRV_CONNS];
 	_Atomic int accepted;
+	struct pat_src *pat;	/* pat_server(): src counts here; both go with s */
 };
 
 /* Read one whole frame from a script's connection, 3 s at most. */
@@ -229,16 +230,15 @@ static void s_drain(int fd)
 	}
 }
 
-/* A DATA answering @m correctly (but for the changes @mode asks for). */
-static ssize_t s_data(uint8_t *out, const struct gmfp_wire_msg *m, uint32_t seq,
-		      uint32_t region, uint64_t pgoff, uint32_t npages)
+/* A DATA frame with these fields, with the pages everyone agrees on. */
+static ssize_t s_data(uint8_t *out, uint32_t seq, uint32_t region, uint64_t pgoff,
+		      uint32_t npages)
 {
 	uint8_t *pages = malloc((size_t)GMFP_WIRE_MAX_PAGES * PS);
 	uint64_t zero[4] = { 0 };
 	uint32_t i;
 	ssize_t n;
 
-	(void)m;
 	for (i = 0; i < npages; i++) {
 		if (page_is_zero(pgoff + i))
 			zero[i / 64] |= 1ull << (i % 64);
@@ -258,8 +258,9 @@ static void script(struct server *s, int fd)
 	static const char garbage[] = "HTTP/1.1 400 Bad Request\r\n\r\nnot a gmfp frame";
 	struct gmfp_wire_msg m;
 	uint64_t other[2] = { layout[0], layout[1] + PS };
-	ssize_t n, k;
-	uint32_t seq, i;
+	uint32_t seq, region, npages, i;
+	uint64_t pgoff;
+	ssize_t n;
 
 	if (!in || !out)
 		goto out;
@@ -282,82 +283,69 @@ static void script(struct server *s, int fd)
 	if (n <= 0 || m.type != GMFP_WIRE_REQ)
 		goto out;
 	s_consume(in, &len, (size_t)n);
+	seq = m.seq;
+	region = m.u.req.region;
+	pgoff = m.u.req.pgoff;
+	npages = m.u.req.npages;
+	/* the answer, as the mode has it, into out[0, n) */
+	n = 0;
 	switch (s->mode) {
-	case M_SILENT:
-		break;
 	case M_WRONG_SEQ:
-		n = s_data(out, &m, m.seq + 1, m.u.req.region, m.u.req.pgoff,
-			   m.u.req.npages);
-		s_send(fd, out, (size_t)n);
+		n = s_data(out, seq + 1, region, pgoff, npages);
 		break;
 	case M_WRONG_PGOFF:
-		n = s_data(out, &m, m.seq, m.u.req.region, m.u.req.pgoff + 1,
-			   m.u.req.npages);
-		s_send(fd, out, (size_t)n);
+		n = s_data(out, seq, region, pgoff + 1, npages);
 		break;
 	case M_WRONG_REGION:
-		n = s_data(out, &m, m.seq, m.u.req.region + 1, m.u.req.pgoff,
-			   m.u.req.npages);
-		s_send(fd, out, (size_t)n);
+		n = s_data(out, seq, region + 1, pgoff, npages);
 		break;
 	case M_WRONG_NPAGES:
-		n = s_data(out, &m, m.seq, m.u.req.region, m.u.req.pgoff,
-			   m.u.req.npages - 1);
-		s_send(fd, out, (size_t)n);
+		n = s_data(out, seq, region, pgoff, npages - 1);
 		break;
 	case M_ERROR_WRONG_SEQ:
-		n = gmfp_wire_encode_error(out, MAX_FRAME, m.seq + 1, m.u.req.region,
-					   m.u.req.pgoff, m.u.req.npages, EIO);
-		s_send(fd, out, (size_t)n);
+		n = gmfp_wire_encode_error(out, MAX_FRAME, seq + 1, region, pgoff,
+					   npages, EIO);
 		break;
 	case M_OVERSIZE:
-		n = s_data(out, &m, m.seq, m.u.req.region, m.u.req.pgoff,
-			   m.u.req.npages);
+		n = s_data(out, seq, region, pgoff, npages);
 		out[8] = out[9] = out[10] = out[11] = 0xff;
-		s_send(fd, out, (size_t)n);
 		break;
 	case M_GARBAGE:
-		s_send(fd, garbage, sizeof(garbage));
+		memcpy(out, garbage, sizeof(garbage));
+		n = sizeof(garbage);
 		break;
 	case M_BYE:
 		n = gmfp_wire_encode_bye(out, MAX_FRAME);
-		s_send(fd, out, (size_t)n);
 		break;
 	case M_BAD_BITMAP:
 		/* page 0 claimed zero: the length no longer matches */
-		n = s_data(out, &m, m.seq, m.u.req.region, m.u.req.pgoff,
-			   m.u.req.npages);
+		n = s_data(out, seq, region, pgoff, npages);
 		out[32] ^= 1;
-		s_send(fd, out, (size_t)n);
 		break;
 	case M_TRUNC_CLOSE:
 	case M_TRUNC_HANG:
-		n = s_data(out, &m, m.seq, m.u.req.region, m.u.req.pgoff,
-			   m.u.req.npages);
-		s_send(fd, out, (size_t)n / 2);
-		if (s->mode == M_TRUNC_CLOSE)
-			shutdown(fd, SHUT_WR);
+		n = s_data(out, seq, region, pgoff, npages) / 2;
 		break;
 	case M_DOUBLE:
 		/* both in one send(): there before the client's next fetch */
-		n = s_data(out, &m, m.seq, m.u.req.region, m.u.req.pgoff,
-			   m.u.req.npages);
-		k = s_data(out + n, &m, m.seq + 1, m.u.req.region, m.u.req.pgoff,
-			   m.u.req.npages);
-		s_send(fd, out, (size_t)(n + k));
+		n = s_data(out, seq, region, pgoff, npages);
+		n += s_data(out + n, seq + 1, region, pgoff, npages);
 		break;
 	case M_CHUNKED:
-		n = s_data(out, &m, m.seq, m.u.req.region, m.u.req.pgoff,
-			   m.u.req.npages);
+		n = s_data(out, seq, region, pgoff, npages);
 		for (i = 0; i < (uint32_t)n; i += 7) {
 			s_send(fd, out + i, (uint32_t)n - i < 7 ? (uint32_t)n - i : 7);
 			if (i % 700 == 0)
 				sched_yield();
 		}
+		n = 0;		/* sent */
 		break;
-	default:
+	default:		/* M_SILENT */
 		break;
 	}
+	s_send(fd, out, (size_t)n);
+	if (s->mode == M_TRUNC_CLOSE)
+		shutdown(fd, SHUT_WR);
 drain:
 	s_drain(fd);
 out:
@@ -484,7 +472,30 @@ static void server_stop(struct server *s)
 		close(s->conns[i].fd);
 	}
 	pthread_mutex_destroy(&s->lock);
+	if (s->pat) {
+		gmfp_source_destroy(s->src);
+		free(s->pat);
+	}
 	free(s);
+}
+
+/* gmfp_wire_serve() from a pattern source of its own (counts in s->pat). */
+static struct server *pat_server(uint32_t nr_regions, const uint64_t *sizes)
+{
+	struct pat_src *p = malloc(sizeof(*p));
+	struct server *s;
+
+	assert_non_null(p);
+	s = server_start(M_SERVE, pat_source(p), nr_regions, sizes);
+	s->pat = p;
+	return s;
+}
+
+/* The client first: it says BYE, so the serving threads end in order. */
+static void stop_both(struct gmfp_source *c, struct server *s)
+{
+	gmfp_source_destroy(c);
+	server_stop(s);
 }
 
 /* A TCP source for @s; @nr_regions 0: no layout expected. */
@@ -530,18 +541,27 @@ static uint64_t ms_since(uint64_t t0)
 	return (gmfp_now_ns() - t0) / 1000000;
 }
 
+/* The fetches of @c that failed, and its reconnects, so far. */
+static void expect_counts(struct gmfp_source *c, uint64_t failures,
+			  uint64_t reconnects)
+{
+	struct gmfp_source_stats st;
+
+	gmfp_source_get_stats(c, &st);
+	assert_int_equal(st.failures, failures);
+	assert_int_equal(st.reconnects, reconnects);
+}
+
 /* ---- client against gmfp_wire_serve() ---- */
 
 static void test_basic(void **state)
 {
 	struct gmfp_source_stats st;
-	struct gmfp_source *src, *c;
-	struct pat_src p;
+	struct gmfp_source *c;
 	struct server *s;
 
 	(void)state;
-	src = pat_source(&p);
-	s = server_start(M_SERVE, src, 2, layout);
+	s = pat_server(2, layout);
 	c = client(s, 2, layout, 2000);
 
 	/* the whole of region 0 in one demand fetch, zero pages flagged */
@@ -552,14 +572,13 @@ static void test_basic(void **state)
 	assert_int_equal(fetch(c, 0, 3, 1, true, false), 0);	/* a zero page */
 	/* one connection of each class, the server saw both channels */
 	assert_int_equal(atomic_load(&s->accepted), 2);
-	assert_int_equal(atomic_load(&p.demand), 2);
-	assert_int_equal(atomic_load(&p.background), 2);
+	assert_int_equal(atomic_load(&s->pat->demand), 2);
+	assert_int_equal(atomic_load(&s->pat->background), 2);
 
 	gmfp_source_get_stats(c, &st);
 	assert_true(st.requests == 4);
 	assert_true(st.pages == 256 + 17 + 1 + 1);
-	assert_true(st.failures == 0);
-	assert_true(st.reconnects == 0);
+	expect_counts(c, 0, 0);
 
 	/* more than one request's worth: refused before anything is sent */
 	assert_int_equal(fetch(c, 0, 0, 257, true, true), -E2BIG);
@@ -569,21 +588,16 @@ static void test_basic(void **state)
 	assert_int_equal(fetch(c, 1, 120, 9, true, true), -EINVAL);
 	assert_int_equal(fetch(c, 0, UINT64_MAX, 2, true, true), -EINVAL);
 
-	gmfp_source_destroy(c);
-	server_stop(s);
-	/* the client said BYE: an orderly end for both serving threads */
-	gmfp_source_destroy(src);
+	stop_both(c, s);
 }
 
 static void test_any_layout(void **state)
 {
-	struct gmfp_source *src, *c;
-	struct pat_src p;
+	struct gmfp_source *c;
 	struct server *s;
 
 	(void)state;
-	src = pat_source(&p);
-	s = server_start(M_SERVE, src, 2, layout);
+	s = pat_server(2, layout);
 	c = client(s, 0, NULL, 2000);
 	assert_int_equal(fetch(c, 1, 0, 128, false, true), 0);
 	/* no layout here: the server says what is outside its own */
@@ -592,21 +606,16 @@ static void test_any_layout(void **state)
 	/* and the connection survives an ERROR */
 	assert_int_equal(fetch(c, 0, 250, 6, false, true), 0);
 	assert_int_equal(atomic_load(&s->accepted), 1);
-	gmfp_source_destroy(c);
-	server_stop(s);
-	gmfp_source_destroy(src);
+	stop_both(c, s);
 }
 
 static void test_error_reply(void **state)
 {
-	struct gmfp_source_stats st;
-	struct gmfp_source *src, *c;
-	struct pat_src p;
+	struct gmfp_source *c;
 	struct server *s;
 
 	(void)state;
-	src = pat_source(&p);
-	s = server_start(M_SERVE, src, 1, (const uint64_t[]){ 4096 * 1024 });
+	s = pat_server(1, (const uint64_t[]){ 4096 * 1024 });
 	c = client(s, 1, (const uint64_t[]){ 4096 * 1024 }, 2000);
 	assert_int_equal(fetch(c, 0, 660, 10, true, true), -EIO);
 	assert_int_equal(fetch(c, 0, 666, 1, false, true), -EIO);
@@ -614,62 +623,47 @@ static void test_error_reply(void **state)
 	assert_int_equal(fetch(c, 0, 650, 16, true, true), 0);
 	assert_int_equal(fetch(c, 0, 667, 16, false, true), 0);
 	assert_int_equal(atomic_load(&s->accepted), 2);
-	gmfp_source_get_stats(c, &st);
-	assert_true(st.failures == 2);
-	assert_true(st.reconnects == 0);
-	gmfp_source_destroy(c);
-	server_stop(s);
-	gmfp_source_destroy(src);
+	expect_counts(c, 2, 0);
+	stop_both(c, s);
 }
 
 static void test_drop_reconnect(void **state)
 {
-	struct gmfp_source_stats st;
-	struct gmfp_source *src, *c;
-	struct pat_src p;
+	struct gmfp_source *c;
 	struct server *s;
 	int r;
 
 	(void)state;
-	src = pat_source(&p);
-	s = server_start(M_SERVE, src, 2, layout);
+	s = pat_server(2, layout);
 	c = client(s, 2, layout, 2000);
 	assert_int_equal(fetch(c, 0, 0, 8, true, true), 0);
-	atomic_store(&p.drop, 1);
+	atomic_store(&s->pat->drop, 1);
 	r = fetch(c, 0, 8, 8, true, true);
 	assert_true(r == -ECONNRESET || r == -EPIPE);
 	/* the next fetch connects again and gets its pages */
 	assert_int_equal(fetch(c, 0, 8, 8, true, true), 0);
 	assert_int_equal(atomic_load(&s->accepted), 2);
-	gmfp_source_get_stats(c, &st);
-	assert_true(st.reconnects == 1);
-	assert_true(st.failures == 1);
+	expect_counts(c, 1, 1);
 
 	/* the server ends idle connections: reconnect without a failure */
 	assert_int_equal(fetch(c, 1, 0, 4, false, true), 0);
 	server_kick(s);
 	assert_int_equal(fetch(c, 0, 16, 4, true, true), 0);
 	assert_int_equal(fetch(c, 1, 4, 4, false, true), 0);
-	gmfp_source_get_stats(c, &st);
-	assert_true(st.reconnects == 3);
-	assert_true(st.failures == 1);
+	expect_counts(c, 1, 3);
 
-	gmfp_source_destroy(c);
-	server_stop(s);
-	gmfp_source_destroy(src);
+	stop_both(c, s);
 }
 
 static void test_layout_mismatch(void **state)
 {
 	const uint64_t fewer[1] = { layout[0] };
 	const uint64_t bigger[2] = { layout[0], layout[1] + PS };
-	struct gmfp_source *src, *c;
-	struct pat_src p;
+	struct gmfp_source *c;
 	struct server *s;
 
 	(void)state;
-	src = pat_source(&p);
-	s = server_start(M_SERVE, src, 2, layout);
+	s = pat_server(2, layout);
 	/* the server refuses the HELLO */
 	c = client(s, 1, fewer, 2000);
 	assert_int_equal(fetch(c, 0, 0, 1, true, true), -ENXIO);
@@ -679,16 +673,15 @@ static void test_layout_mismatch(void **state)
 	c = client(s, 2, bigger, 2000);
 	assert_int_equal(fetch(c, 1, 0, 1, false, true), -ENXIO);
 	gmfp_source_destroy(c);
-	assert_int_equal(atomic_load(&p.demand) + atomic_load(&p.background), 0);
+	assert_int_equal(atomic_load(&s->pat->demand) +
+			 atomic_load(&s->pat->background), 0);
 	server_stop(s);
 
 	/* a server that accepts anything but has another layout: we refuse */
 	s = server_start(M_WELCOME_LAYOUT, NULL, 0, NULL);
 	c = client(s, 2, layout, 2000);
 	assert_int_equal(fetch(c, 0, 0, 1, true, true), -ENXIO);
-	gmfp_source_destroy(c);
-	server_stop(s);
-	gmfp_source_destroy(src);
+	stop_both(c, s);
 }
 
 static void test_timeout(void **state)
@@ -705,8 +698,7 @@ static void test_timeout(void **state)
 	ms = ms_since(t0);
 	assert_true(ms >= 290);
 	assert_true(ms < 2000);
-	gmfp_source_destroy(c);
-	server_stop(s);
+	stop_both(c, s);
 
 	/* half an answer and then nothing: the same */
 	s = server_start(M_TRUNC_HANG, NULL, 2, layout);
@@ -714,8 +706,7 @@ static void test_timeout(void **state)
 	t0 = gmfp_now_ns();
 	assert_int_equal(fetch(c, 0, 0, 4, true, true), -ETIMEDOUT);
 	assert_true(ms_since(t0) < 2000);
-	gmfp_source_destroy(c);
-	server_stop(s);
+	stop_both(c, s);
 }
 
 static void test_connect_errors(void **state)
@@ -797,14 +788,12 @@ static void test_hostile(void **state)
 				 cases[i].err);
 		gmfp_source_get_stats(c, &st);
 		assert_true(st.failures == 2);
-		gmfp_source_destroy(c);
-		server_stop(s);
+		stop_both(c, s);
 	}
 }
 
 static void test_odd_but_valid(void **state)
 {
-	struct gmfp_source_stats st;
 	struct gmfp_source *c;
 	struct server *s;
 
@@ -813,8 +802,7 @@ static void test_odd_but_valid(void **state)
 	s = server_start(M_CHUNKED, NULL, 2, layout);
 	c = client(s, 2, layout, 3000);
 	assert_int_equal(fetch(c, 0, 0, 9, true, true), 0);
-	gmfp_source_destroy(c);
-	server_stop(s);
+	stop_both(c, s);
 
 	/*
 	 * Bytes nobody asked for after an answer: the answer stands, the
@@ -825,11 +813,8 @@ static void test_odd_but_valid(void **state)
 	assert_int_equal(fetch(c, 0, 3, 1, true, true), 0);
 	assert_int_equal(fetch(c, 0, 3, 1, true, false), 0);
 	assert_int_equal(atomic_load(&s->accepted), 2);
-	gmfp_source_get_stats(c, &st);
-	assert_true(st.failures == 0);
-	assert_true(st.reconnects == 1);
-	gmfp_source_destroy(c);
-	server_stop(s);
+	expect_counts(c, 0, 1);
+	stop_both(c, s);
 }
 
 /* ---- several threads at once ---- */
@@ -872,16 +857,14 @@ static void test_concurrent(void **state)
 {
 	GMFP_OPTS_INIT(struct gmfp_tcp_opts, o);
 	struct gmfp_source_stats st;
-	struct gmfp_source *src, *c;
+	struct gmfp_source *c;
 	struct worker w[4];
 	pthread_t th[4];
-	struct pat_src p;
 	struct server *s;
 	int i;
 
 	(void)state;
-	src = pat_source(&p);
-	s = server_start(M_SERVE, src, 2, layout);
+	s = pat_server(2, layout);
 	o.port = s->port;
 	o.demand_conns = 2;
 	o.background_conns = 1;
@@ -901,38 +884,32 @@ static void test_concurrent(void **state)
 		assert_int_equal(atomic_load(&w[i].bad), 0);
 	}
 	assert_true(atomic_load(&s->accepted) <= 3);
-	assert_int_equal(atomic_load(&p.demand), 80);
-	assert_int_equal(atomic_load(&p.background), 80);
+	assert_int_equal(atomic_load(&s->pat->demand), 80);
+	assert_int_equal(atomic_load(&s->pat->background), 80);
 	gmfp_source_get_stats(c, &st);
 	assert_true(st.requests == 160);
 	assert_true(st.failures == 0);
-	gmfp_source_destroy(c);
-	server_stop(s);
-	gmfp_source_destroy(src);
+	stop_both(c, s);
 }
 
 /* A class with no connections of its own uses the other's. */
 static void test_one_class(void **state)
 {
 	GMFP_OPTS_INIT(struct gmfp_tcp_opts, o);
-	struct gmfp_source *src, *c;
-	struct pat_src p;
+	struct gmfp_source *c;
 	struct server *s;
 
 	(void)state;
-	src = pat_source(&p);
-	s = server_start(M_SERVE, src, 2, layout);
+	s = pat_server(2, layout);
 	o.port = s->port;
 	o.background_conns = 1;
 	assert_int_equal(gmfp_source_tcp(&c, &o), 0);
 	assert_int_equal(fetch(c, 0, 0, 4, true, true), 0);
 	assert_int_equal(fetch(c, 0, 4, 4, false, true), 0);
 	assert_int_equal(atomic_load(&s->accepted), 1);
-	assert_int_equal(atomic_load(&p.background), 2);
-	assert_int_equal(atomic_load(&p.demand), 0);
-	gmfp_source_destroy(c);
-	server_stop(s);
-	gmfp_source_destroy(src);
+	assert_int_equal(atomic_load(&s->pat->background), 2);
+	assert_int_equal(atomic_load(&s->pat->demand), 0);
+	stop_both(c, s);
 }
 
 static void test_bad_opts(void **state)
@@ -1024,6 +1001,13 @@ static void peer_send(struct peer *p, const void *b, size_t n)
 	assert_int_equal(send(p->fd, b, n, MSG_NOSIGNAL), (ssize_t)n);
 }
 
+/* The last @n bytes the peer sends: serve()'s result once it returns. */
+static int peer_send_end(struct peer *p, const void *b, size_t n)
+{
+	peer_send(p, b, n);
+	return peer_end(p);
+}
+
 /* The next frame from the server, consumed; its type. */
 static int peer_read(struct peer *p, struct gmfp_wire_msg *m)
 {
@@ -1050,6 +1034,24 @@ static void peer_hello(struct peer *p, uint32_t nr, const uint64_t *sizes)
 	assert_int_equal(m.u.welcome.nr_regions, 2);
 }
 
+/* A REQ for these pages; the type of the frame that answers it (into @m). */
+static int peer_req(struct peer *p, uint32_t seq, uint32_t region, uint64_t pgoff,
+		    uint32_t npages, struct gmfp_wire_msg *m)
+{
+	uint8_t b[GMFP_WIRE_HDR_SIZE + 16];
+	ssize_t n = gmfp_wire_encode_req(b, sizeof(b), seq, region, pgoff, npages);
+
+	peer_send(p, b, (size_t)n);
+	return peer_read(p, m);
+}
+
+/* peer_start(), and through the handshake, asking for no layout. */
+static void peer_ready(struct peer *p, struct gmfp_source *src, uint32_t timeout_ms)
+{
+	peer_start(p, src, timeout_ms);
+	peer_hello(p, 0, NULL);
+}
+
 static void test_serve_requests(void **state)
 {
 	struct gmfp_source *src;
@@ -1061,28 +1063,19 @@ static void test_serve_requests(void **state)
 
 	(void)state;
 	src = pat_source(&ps);
-	peer_start(&p, src, 2000);
-	peer_hello(&p, 0, NULL);
+	peer_ready(&p, src, 2000);
 
 	/* out of the layout: answered with EINVAL, the connection goes on */
-	n = gmfp_wire_encode_req(b, sizeof(b), 1, 2, 0, 1);
-	peer_send(&p, b, (size_t)n);
-	assert_int_equal(peer_read(&p, &m), GMFP_WIRE_ERROR);
+	assert_int_equal(peer_req(&p, 1, 2, 0, 1, &m), GMFP_WIRE_ERROR);
 	assert_int_equal(m.seq, 1);
 	assert_int_equal(m.u.error.err, EINVAL);
 	assert_int_equal(m.u.error.region, 2);
-	n = gmfp_wire_encode_req(b, sizeof(b), 2, 1, 120, 9);
-	peer_send(&p, b, (size_t)n);
-	assert_int_equal(peer_read(&p, &m), GMFP_WIRE_ERROR);
+	assert_int_equal(peer_req(&p, 2, 1, 120, 9, &m), GMFP_WIRE_ERROR);
 	assert_int_equal(m.u.error.err, EINVAL);
-	n = gmfp_wire_encode_req(b, sizeof(b), 3, 0, UINT64_MAX, 2);
-	peer_send(&p, b, (size_t)n);
-	assert_int_equal(peer_read(&p, &m), GMFP_WIRE_ERROR);
+	assert_int_equal(peer_req(&p, 3, 0, UINT64_MAX, 2, &m), GMFP_WIRE_ERROR);
 
 	/* the source's error, as a positive errno */
-	n = gmfp_wire_encode_req(b, sizeof(b), 4, 0, 250, 6);
-	peer_send(&p, b, (size_t)n);
-	assert_int_equal(peer_read(&p, &m), GMFP_WIRE_DATA);
+	assert_int_equal(peer_req(&p, 4, 0, 250, 6, &m), GMFP_WIRE_DATA);
 	assert_int_equal(m.seq, 4);
 	assert_int_equal(m.u.data.npages, 6);
 	/* of pages 250..255, 255 is a zero page: left out */
@@ -1100,8 +1093,7 @@ static void test_serve_requests(void **state)
 	assert_int_equal(m.u.data.nr_data, 0);	/* page 3: zero */
 
 	n = gmfp_wire_encode_bye(b, sizeof(b));
-	peer_send(&p, b, (size_t)n);
-	assert_int_equal(peer_end(&p), 0);
+	assert_int_equal(peer_send_end(&p, b, (size_t)n), 0);
 	/* a DEMAND channel's fetches are demand fetches */
 	assert_int_equal(atomic_load(&ps.demand), 3);
 	assert_int_equal(atomic_load(&ps.background), 0);
@@ -1109,9 +1101,7 @@ static void test_serve_requests(void **state)
 	/* the exact layout in the HELLO is fine too */
 	peer_start(&p, src, 2000);
 	peer_hello(&p, 2, layout);
-	n = gmfp_wire_encode_req(b, sizeof(b), 7, 0, 0, 1);
-	peer_send(&p, b, (size_t)n);
-	assert_int_equal(peer_read(&p, &m), GMFP_WIRE_DATA);
+	assert_int_equal(peer_req(&p, 7, 0, 0, 1, &m), GMFP_WIRE_DATA);
 	shutdown(p.fd, SHUT_WR);	/* EOF between frames: orderly too */
 	assert_int_equal(peer_end(&p), 0);
 	gmfp_source_destroy(src);
@@ -1161,59 +1151,45 @@ static void test_serve_refuses(void **state)
 	/* something other than a HELLO first */
 	peer_start(&p, src, 2000);
 	n = gmfp_wire_encode_req(b, sizeof(b), 1, 0, 0, 1);
-	peer_send(&p, b, (size_t)n);
-	assert_int_equal(peer_end(&p), -EBADMSG);
+	assert_int_equal(peer_send_end(&p, b, (size_t)n), -EBADMSG);
 
 	/* malformed after the handshake */
-	peer_start(&p, src, 2000);
-	peer_hello(&p, 0, NULL);
+	peer_ready(&p, src, 2000);
 	n = gmfp_wire_encode_req(b, sizeof(b), 1, 0, 0, 1);
 	b[6] = 1;	/* flags */
-	peer_send(&p, b, (size_t)n);
-	assert_int_equal(peer_end(&p), -EBADMSG);
+	assert_int_equal(peer_send_end(&p, b, (size_t)n), -EBADMSG);
 
 	/* a frame a client has no business sending (DATA), or a 2nd HELLO */
-	peer_start(&p, src, 2000);
-	peer_hello(&p, 0, NULL);
+	peer_ready(&p, src, 2000);
 	n = gmfp_wire_encode_data(b, sizeof(b), 1, 0, 0, 1, (const uint64_t[]){ 1 },
 				  NULL);
-	peer_send(&p, b, (size_t)n);
-	assert_int_equal(peer_end(&p), -EBADMSG);
-	peer_start(&p, src, 2000);
-	peer_hello(&p, 0, NULL);
+	assert_int_equal(peer_send_end(&p, b, (size_t)n), -EBADMSG);
+	peer_ready(&p, src, 2000);
 	n = gmfp_wire_encode_hello(b, sizeof(b), 1, GMFP_WIRE_CH_DEMAND, 0, NULL);
-	peer_send(&p, b, (size_t)n);
-	assert_int_equal(peer_end(&p), -EBADMSG);
+	assert_int_equal(peer_send_end(&p, b, (size_t)n), -EBADMSG);
 	/* a big DATA header: refused before its payload is waited for */
-	peer_start(&p, src, 2000);
-	peer_hello(&p, 0, NULL);
+	peer_ready(&p, src, 2000);
 	n = gmfp_wire_encode_data(b, sizeof(b), 1, 0, 0, 1, (const uint64_t[]){ 1 },
 				  NULL);
 	b[8] = 0;
 	b[9] = 0;
 	b[10] = 0x10;	/* length 1 MiB: allowed, but no client sends it */
-	peer_send(&p, b, 16);
-	assert_int_equal(peer_end(&p), -EBADMSG);
+	assert_int_equal(peer_send_end(&p, b, 16), -EBADMSG);
 
 	/* oversized */
-	peer_start(&p, src, 2000);
-	peer_hello(&p, 0, NULL);
+	peer_ready(&p, src, 2000);
 	b[10] = 0x20;
-	peer_send(&p, b, 16);
-	assert_int_equal(peer_end(&p), -EMSGSIZE);
+	assert_int_equal(peer_send_end(&p, b, 16), -EMSGSIZE);
 
 	/* half a frame, then silence: the timeout */
-	peer_start(&p, src, 200);
-	peer_hello(&p, 0, NULL);
+	peer_ready(&p, src, 200);
 	n = gmfp_wire_encode_req(b, sizeof(b), 1, 0, 0, 1);
 	t0 = gmfp_now_ns();
-	peer_send(&p, b, 10);
-	assert_int_equal(peer_end(&p), -ETIMEDOUT);
+	assert_int_equal(peer_send_end(&p, b, 10), -ETIMEDOUT);
 	assert_true(ms_since(t0) >= 190 && ms_since(t0) < 2000);
 
 	/* half a frame, then EOF */
-	peer_start(&p, src, 2000);
-	peer_hello(&p, 0, NULL);
+	peer_ready(&p, src, 2000);
 	peer_send(&p, b, 20);
 	shutdown(p.fd, SHUT_WR);
 	assert_int_equal(peer_end(&p), -ECONNRESET);

@@ -334,43 +334,44 @@ static void test_truncated(void **state)
 
 static void test_malformed_header(void **state)
 {
+	/*
+	 * One header byte changed in a REQ, decoded from the whole frame or
+	 * from the header alone: the header alone decides, so a short buffer
+	 * is no "need more".
+	 */
+	static const struct {
+		size_t at;
+		uint8_t v;
+		size_t len;
+		ssize_t want;
+	} cases[] = {
+		{ 0, 'g', 32, -EBADMSG },		/* magic */
+		{ 0, 'g', 16, -EBADMSG },
+		{ 3, 'P' ^ 0x80, 32, -EBADMSG },
+		{ 4, 2, 32, -EPROTONOSUPPORT },		/* version */
+		{ 4, 0, 16, -EPROTONOSUPPORT },
+		{ 6, 1, 32, -EBADMSG },			/* flags */
+		{ 7, 0x80, 16, -EBADMSG },
+		{ 5, 0, 32, -EBADMSG },			/* type */
+		{ 5, 7, 32, -EBADMSG },
+		{ 5, 0xff, 16, -EBADMSG },
+	};
 	struct gmfp_wire_msg m;
 	uint8_t f[40], g[40];
+	unsigned int i;
 	ssize_t n;
 
 	(void)state;
 	n = gmfp_wire_encode_req(f, sizeof(f), 1, 0, 0, 1);
 	assert_int_equal(n, 32);
 
-	memcpy(g, f, 32);
-	g[0] = 'g';
-	assert_int_equal(decode_copy(g, 32, &m), -EBADMSG);
-	/* the header alone decides: a short buffer is not "need more" */
-	assert_int_equal(decode_copy(g, 16, &m), -EBADMSG);
-	memcpy(g, f, 32);
-	g[3] ^= 0x80;
-	assert_int_equal(decode_copy(g, 32, &m), -EBADMSG);
-
-	memcpy(g, f, 32);
-	g[4] = 2;
-	assert_int_equal(decode_copy(g, 32, &m), -EPROTONOSUPPORT);
-	g[4] = 0;
-	assert_int_equal(decode_copy(g, 16, &m), -EPROTONOSUPPORT);
-
-	memcpy(g, f, 32);
-	g[6] = 1;
-	assert_int_equal(decode_copy(g, 32, &m), -EBADMSG);
-	memcpy(g, f, 32);
-	g[7] = 0x80;
-	assert_int_equal(decode_copy(g, 16, &m), -EBADMSG);
-
-	memcpy(g, f, 32);
-	g[5] = 0;
-	assert_int_equal(decode_copy(g, 32, &m), -EBADMSG);
-	g[5] = 7;
-	assert_int_equal(decode_copy(g, 32, &m), -EBADMSG);
-	g[5] = 0xff;
-	assert_int_equal(decode_copy(g, 16, &m), -EBADMSG);
+	for (i = 0; i < GMFP_ARRAY_SIZE(cases); i++) {
+		memcpy(g, f, 32);
+		g[cases[i].at] = cases[i].v;
+		n = decode_copy(g, cases[i].len, &m);
+		if (n != cases[i].want)
+			fail_msg("case %u: %zd, want %zd", i, n, cases[i].want);
+	}
 
 	/* oversized length: known from the header alone, for any type */
 	memcpy(g, f, 32);
@@ -451,6 +452,34 @@ static void expect(const uint8_t *g, size_t n, ssize_t want)
 	assert_int_equal(decode_copy(g, n, &m), want);
 }
 
+/* Frame @f of @n bytes but for the u32 at @off, which is @v: malformed. */
+static void expect_bad32(const uint8_t *f, size_t n, size_t off, uint32_t v)
+{
+	uint8_t *g = malloc(n);
+
+	assert_non_null(g);
+	memcpy(g, f, n);
+	set32(g + off, v);
+	expect(g, n, -EBADMSG);
+	free(g);
+}
+
+/* The same for each byte in [@from, @to) in turn, when it is @v. */
+static void expect_bad_bytes(const uint8_t *f, size_t n, size_t from, size_t to,
+			     uint8_t v)
+{
+	uint8_t *g = malloc(n);
+	size_t i;
+
+	assert_non_null(g);
+	for (i = from; i < to; i++) {
+		memcpy(g, f, n);
+		g[i] = v;
+		expect(g, n, -EBADMSG);
+	}
+	free(g);
+}
+
 static void test_malformed_payload(void **state)
 {
 	const uint64_t sizes[2] = { 4096, 8192 };
@@ -468,29 +497,13 @@ static void test_malformed_payload(void **state)
 
 	/* HELLO: each pad byte, page size, channel, nr_regions vs length */
 	n = gmfp_wire_encode_hello(f, max, 1, GMFP_WIRE_CH_DEMAND, 2, sizes);
-	for (i = 21; i < 24; i++) {
-		memcpy(g, f, (size_t)n);
-		g[i] = 1;
-		expect(g, (size_t)n, -EBADMSG);
-	}
-	for (i = 32; i < 36; i++) {
-		memcpy(g, f, (size_t)n);
-		g[i] = 0x10;
-		expect(g, (size_t)n, -EBADMSG);
-	}
-	memcpy(g, f, (size_t)n);
-	set32(g + 24, 8192);
-	expect(g, (size_t)n, -EBADMSG);
-	memcpy(g, f, (size_t)n);
-	g[20] = 0;
-	expect(g, (size_t)n, -EBADMSG);
-	g[20] = 3;
-	expect(g, (size_t)n, -EBADMSG);
-	memcpy(g, f, (size_t)n);
-	set32(g + 28, 1);
-	expect(g, (size_t)n, -EBADMSG);
-	set32(g + 28, 3);
-	expect(g, (size_t)n, -EBADMSG);
+	expect_bad_bytes(f, (size_t)n, 21, 24, 1);
+	expect_bad_bytes(f, (size_t)n, 32, 36, 0x10);
+	expect_bad32(f, (size_t)n, 24, 8192);
+	expect_bad_bytes(f, (size_t)n, 20, 21, 0);	/* channel */
+	expect_bad_bytes(f, (size_t)n, 20, 21, 3);
+	expect_bad32(f, (size_t)n, 28, 1);
+	expect_bad32(f, (size_t)n, 28, 3);
 	/* too many regions, with a length to match */
 	n = gmfp_wire_encode_hello(f, max, 1, GMFP_WIRE_CH_DEMAND, 0, NULL);
 	memset(g, 0, max);
@@ -508,58 +521,32 @@ static void test_malformed_payload(void **state)
 
 	/* WELCOME: pads, page size, nr_regions vs length */
 	n = gmfp_wire_encode_welcome(f, max, 1, 2, sizes);
-	for (i = 18; i < 20; i++) {
-		memcpy(g, f, (size_t)n);
-		g[i] = 1;
-		expect(g, (size_t)n, -EBADMSG);
-	}
-	for (i = 28; i < 32; i++) {
-		memcpy(g, f, (size_t)n);
-		g[i] = 1;
-		expect(g, (size_t)n, -EBADMSG);
-	}
-	memcpy(g, f, (size_t)n);
-	set32(g + 20, 65536);
-	expect(g, (size_t)n, -EBADMSG);
-	memcpy(g, f, (size_t)n);
-	set32(g + 24, 1);
-	expect(g, (size_t)n, -EBADMSG);
-	set32(g + 24, GMFP_WIRE_MAX_REGIONS + 1);
-	expect(g, (size_t)n, -EBADMSG);
+	expect_bad_bytes(f, (size_t)n, 18, 20, 1);
+	expect_bad_bytes(f, (size_t)n, 28, 32, 1);
+	expect_bad32(f, (size_t)n, 20, 65536);
+	expect_bad32(f, (size_t)n, 24, 1);
+	expect_bad32(f, (size_t)n, 24, GMFP_WIRE_MAX_REGIONS + 1);
 
 	/* REQ: npages 0 and 257 */
 	n = gmfp_wire_encode_req(f, max, 1, 0, 0, 1);
+	expect_bad32(f, (size_t)n, 20, 0);
+	expect_bad32(f, (size_t)n, 20, GMFP_WIRE_MAX_PAGES + 1);
+	expect_bad32(f, (size_t)n, 20, 0x80000000u);
 	memcpy(g, f, (size_t)n);
-	set32(g + 20, 0);
-	expect(g, (size_t)n, -EBADMSG);
-	set32(g + 20, GMFP_WIRE_MAX_PAGES + 1);
-	expect(g, (size_t)n, -EBADMSG);
-	set32(g + 20, 0x80000000u);
-	expect(g, (size_t)n, -EBADMSG);
 	set32(g + 20, GMFP_WIRE_MAX_PAGES);
 	expect(g, (size_t)n, n);
 
 	/* ERROR: err must be > 0, pad zero, npages <= the maximum */
 	n = gmfp_wire_encode_error(f, max, 1, 0, 0, 1, EIO);
-	memcpy(g, f, (size_t)n);
-	set32(g + 32, 0);
-	expect(g, (size_t)n, -EBADMSG);
-	set32(g + 32, (uint32_t)-EIO);
-	expect(g, (size_t)n, -EBADMSG);
-	memcpy(g, f, (size_t)n);
-	g[39] = 1;
-	expect(g, (size_t)n, -EBADMSG);
-	memcpy(g, f, (size_t)n);
-	set32(g + 20, GMFP_WIRE_MAX_PAGES + 1);
-	expect(g, (size_t)n, -EBADMSG);
+	expect_bad32(f, (size_t)n, 32, 0);
+	expect_bad32(f, (size_t)n, 32, (uint32_t)-EIO);
+	expect_bad_bytes(f, (size_t)n, 39, 40, 1);
+	expect_bad32(f, (size_t)n, 20, GMFP_WIRE_MAX_PAGES + 1);
 
 	/* DATA: npages 0 and 257 */
 	n = gmfp_wire_encode_data(f, max, 1, 0, 0, 1, NULL, pages);
-	memcpy(g, f, (size_t)n);
-	set32(g + 20, 0);
-	expect(g, (size_t)n, -EBADMSG);
-	set32(g + 20, GMFP_WIRE_MAX_PAGES + 1);
-	expect(g, (size_t)n, -EBADMSG);
+	expect_bad32(f, (size_t)n, 20, 0);
+	expect_bad32(f, (size_t)n, 20, GMFP_WIRE_MAX_PAGES + 1);
 
 	/* DATA: a zero bit past npages, with a length that would fit it */
 	for (i = 1; i <= 256; i += (i < 70 ? 1 : 37)) {
