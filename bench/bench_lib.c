@@ -63,7 +63,6 @@ struct run {
 	uint64_t *order;
 	struct gmfp_hist lat;
 	_Atomic uint64_t bad;
-	_Atomic bool stop;
 };
 
 struct acc {
@@ -89,25 +88,24 @@ static void *accessor_main(void *arg)
 	return NULL;
 }
 
-/* The baseline: one record, one pread, one COPY, in a loop. */
+/*
+ * The baseline: a blocking read of one record, one pread, one COPY, in a
+ * loop, until every page has been served once (each page is faulted, so
+ * each gets exactly one record).
+ */
 static void *simple_loop(void *arg)
 {
 	struct run *r = arg;
 	struct gmfp_event ev;
 	void *buf = aligned_alloc(PG, PG);
-	int nfd = gmfp_notify_open(r->gmem, GMFP_NOTIFY_CLOEXEC | GMFP_NOTIFY_NONBLOCK);
+	int nfd = gmfp_notify_open(r->gmem, GMFP_NOTIFY_CLOEXEC);
 	uint64_t served = 0;
 
-	while (buf && nfd >= 0 && served < npages && !atomic_load(&r->stop)) {
+	while (buf && nfd >= 0 && served < npages) {
 		ssize_t n = gmfp_notify_read(nfd, &ev, 1);
 
-		if (n == -EAGAIN) {
-			struct timespec ts = { 0, 20000 };
-
-			/* a blocking read would do; polling keeps stop simple */
-			nanosleep(&ts, NULL);
+		if (n == -EINTR)
 			continue;
-		}
 		if (n != 1)
 			break;
 		if (pread(image_fd, buf, PG, (off_t)ev.offset) != PG)
@@ -120,6 +118,30 @@ static void *simple_loop(void *arg)
 		close(nfd);
 	free(buf);
 	return NULL;
+}
+
+/*
+ * µs timings need the TSC: the kernel switches to it only some seconds
+ * after boot (with tsc=reliable), and until then uses jiffies (4 ms steps).
+ */
+static void wait_for_tsc(void)
+{
+	char cs[32] = "";
+	int i;
+
+	for (i = 0; i < 300; i++) {
+		FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+
+		if (f) {
+			if (!fgets(cs, sizeof(cs), f))
+				cs[0] = 0;
+			fclose(f);
+		}
+		if (!strncmp(cs, "tsc", 3))
+			break;
+		usleep(100000);
+	}
+	printf("# clocksource: %s", cs[0] ? cs : "unknown\n");
 }
 
 static void shuffle(uint64_t *v, uint64_t n, uint64_t seed)
@@ -205,7 +227,6 @@ static int bench(const char *pattern, unsigned int workers, unsigned int readahe
 		gmfp_engine_destroy(e);
 		gmfp_source_destroy(src);
 	} else {
-		atomic_store(&r.stop, true);
 		pthread_join(loop, NULL);
 		st.fetches = st.installs = npages;
 	}
@@ -244,6 +265,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	wait_for_tsc();
 	kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	image_fd = make_image();
 	if (kvm_fd < 0 || image_fd < 0) {

@@ -2,13 +2,18 @@
 /*
  * The fault engine.
  *
- * Threads:
- *   reader   epoll on every region's notification fd, plus an eventfd that
- *            stop() and gmfp_engine_demand() poke.  Turns records (and
- *            injected demands) into requests.
- *   workers  take demand requests first, then due retries, then background
- *            runs; fetch a run of pages from the source into a buffer and
- *            install it with one KVM_MEMORY_PRESENT_COPY.
+ * Threads: N workers, all alike.  Each waits in epoll_wait() on one epoll
+ * set holding every region's notification fd, an eventfd that
+ * gmfp_engine_demand() and busy workers poke, and an eventfd that stays
+ * readable once the engine stops.  A worker that wakes reads the records
+ * (many per read()) and turns them into requests, then takes demand
+ * requests first, then due retries, then a background run; fetches the run
+ * from the source into a buffer and installs it with one
+ * KVM_MEMORY_PRESENT_COPY.  The worker that reads a record usually serves
+ * it: no hand-off between threads on the demand path, which costs two
+ * context switches per fault (measured: a separate reader thread made the
+ * engine slower than a one-thread loop).  If it queued more than it takes,
+ * it pokes the eventfd so that another worker wakes for the rest.
  *
  * One request per page in flight: requests live in a liburcu lock-free hash
  * table (cds_lfht_add_unique), keyed by region and page, from the moment
@@ -63,7 +68,8 @@ struct req {
 
 struct region {
 	int gmem;
-	int nfd;			/* -1 once at EOF */
+	int nfd;
+	_Atomic bool eof;		/* nfd read end of file */
 	uint64_t npages;
 	_Atomic uint64_t *done;		/* present (installed or found present) */
 	_Atomic uint64_t nr_done;
@@ -91,12 +97,12 @@ struct gmfp_engine {
 	struct cds_lfht *ht;
 	struct cds_wfcq_head dq_head;	/* demand queue */
 	struct cds_wfcq_tail dq_tail;
-	struct cds_wfcq_head inj_head;	/* gmfp_engine_demand() -> reader */
+	struct cds_wfcq_head inj_head;	/* gmfp_engine_demand() -> workers */
 	struct cds_wfcq_tail inj_tail;
 
-	pthread_mutex_t lock;		/* the condvars, retry list, bg cursor */
-	pthread_cond_t work;		/* workers: something to do */
+	pthread_mutex_t lock;		/* progress, retry list, bg cursor */
 	pthread_cond_t progress;	/* pages became present / stop */
+	_Atomic uint64_t dq_len;	/* requests on the demand queue */
 	struct req *retry;
 	uint64_t nr_retry;		/* requests on the retry list */
 	uint32_t bg_region;
@@ -112,8 +118,7 @@ struct gmfp_engine {
 	struct gmfp_order_entry *rec;
 	size_t rec_n, rec_cap;
 
-	int epfd, evfd;
-	pthread_t reader;
+	int epfd, evfd, stopfd;
 	pthread_t *workers;
 	uint32_t nr_workers;
 	bool started;
@@ -272,22 +277,66 @@ static struct req *req_insert(struct gmfp_engine *e, struct req *r)
 	return cur;
 }
 
-/* The page is present: drop its request.  Caller holds the RCU read lock. */
-static void req_retire(struct gmfp_engine *e, struct req *r)
+/* Requests a worker retired, freed together after one grace period. */
+struct retired {
+	struct req *head;
+	unsigned int n;
+};
+
+#define RETIRE_BATCH 64
+
+static void free_chain_rcu(struct rcu_head *head)
 {
-	GMFP_TSAN_RELEASE(r);
-	if (!cds_lfht_del(e->ht, &r->node))
-		call_rcu(&r->rcu, free_req_rcu);
+	struct req *r = caa_container_of(head, struct req, rcu), *next;
+
+	for (; r; r = next) {
+		GMFP_TSAN_ACQUIRE(r);
+		next = r->retry_next;
+		free(r);
+	}
 }
 
-static void wake_workers(struct gmfp_engine *e, bool all)
+/*
+ * One call_rcu() per RETIRE_BATCH requests rather than per page: each
+ * call_rcu() may wake liburcu's callback thread, a context switch per
+ * fault otherwise.
+ */
+static void retired_flush(struct retired *rt)
 {
-	pthread_mutex_lock(&e->lock);
-	if (all)
-		pthread_cond_broadcast(&e->work);
-	else
-		pthread_cond_signal(&e->work);
-	pthread_mutex_unlock(&e->lock);
+	if (!rt->head)
+		return;
+	call_rcu(&rt->head->rcu, free_chain_rcu);
+	rt->head = NULL;
+	rt->n = 0;
+}
+
+/*
+ * The page is present: drop its request.  Caller holds the RCU read lock.
+ * @rt: the worker's batch, or NULL to free on its own.
+ */
+static void req_retire(struct gmfp_engine *e, struct req *r, struct retired *rt)
+{
+	GMFP_TSAN_RELEASE(r);
+	if (cds_lfht_del(e->ht, &r->node))
+		return;
+	if (!rt) {
+		call_rcu(&r->rcu, free_req_rcu);
+		return;
+	}
+	r->retry_next = rt->head;
+	rt->head = r;
+	if (++rt->n == RETIRE_BATCH)
+		retired_flush(rt);
+}
+
+/* Wake one more worker (epoll on evfd is an exclusive wakeup). */
+static void poke(struct gmfp_engine *e)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN: the counter is full, a wakeup is pending anyway */
+	if (write(e->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		atomic_store(&e->st.last_error, -errno);
 }
 
 static void record_demand(struct gmfp_engine *e, uint64_t key)
@@ -366,29 +415,36 @@ static void want_page(struct gmfp_engine *e, uint64_t key, uint32_t origin)
 		}
 		return;
 	}
+	/* installed meanwhile (see claim_run()): nothing to fetch */
+	if (is_done(e, key)) {
+		req_retire(e, r, NULL);
+		count(&e->st.stale, 1);
+		return;
+	}
 	atomic_store_explicit(&e->last_demand, key, memory_order_relaxed);
 	record_demand(e, key);
 	GMFP_TSAN_RELEASE(r);
 	cds_wfcq_enqueue(&e->dq_head, &e->dq_tail, &r->qnode);
-	wake_workers(e, false);
+	atomic_fetch_add(&e->dq_len, 1);
 }
 
-/* ---- reader ---- */
+/* ---- reading records ---- */
 
 /*
  * End of file on a notification fd: tracking of the region finished (the
  * engine holds the guest_memfd, so it cannot be gone).  If somebody else
  * finished it, every page is present now: account for them, or
- * gmfp_engine_wait() would wait for pages nobody will ever ask for.
+ * gmfp_engine_wait() would wait for pages nobody will ever ask for.  The fd
+ * stays open until destroy: other workers may be reading it right now.
  */
 static void region_eof(struct gmfp_engine *e, struct region *rg)
 {
 	struct gmfp_gmem_stats st;
 	uint64_t i;
 
+	if (atomic_exchange(&rg->eof, true))
+		return;
 	epoll_ctl(e->epfd, EPOLL_CTL_DEL, rg->nfd, NULL);
-	close(rg->nfd);
-	rg->nfd = -1;
 	memset(&st, 0, sizeof(st));
 	if (e->k->stats(e->kctx, rg->gmem, &st) || !(st.flags & GMFP_GMEM_FINISHED))
 		return;
@@ -408,7 +464,7 @@ static void read_records(struct gmfp_engine *e, uint32_t ri, struct gmfp_event *
 	struct region *rg = &e->regions[ri];
 	ssize_t n, i;
 
-	for (;;) {
+	while (!atomic_load(&rg->eof)) {
 		n = e->k->notify_read(e->kctx, rg->nfd, ev, READ_BATCH);
 		if (n == -EINTR)
 			continue;
@@ -455,36 +511,34 @@ static void take_injected(struct gmfp_engine *e)
 	rcu_read_unlock();
 }
 
-static void *reader_main(void *arg)
+/*
+ * Wait for records, pokes or the stop (@timeout_ms, -1: no limit) and read
+ * whatever is ready.  Returns false once the engine stops.
+ */
+static bool poll_events(struct gmfp_engine *e, struct gmfp_event *rec, int timeout_ms)
 {
-	struct gmfp_engine *e = arg;
 	struct epoll_event evs[16];
-	struct gmfp_event *rec = malloc(READ_BATCH * sizeof(*rec));
 	uint64_t v;
 	int n, i;
 
-	rcu_register_thread();
-	while (rec && !atomic_load(&e->stop)) {
-		n = epoll_wait(e->epfd, evs, GMFP_ARRAY_SIZE(evs), -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			atomic_store(&e->st.last_error, -errno);
-			break;
-		}
-		for (i = 0; i < n && !atomic_load(&e->stop); i++) {
-			if (evs[i].data.u32 == UINT32_MAX) {
-				if (read(e->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-					atomic_store(&e->st.last_error, -errno);
-				take_injected(e);
-			} else {
-				read_records(e, evs[i].data.u32, rec);
-			}
+	n = epoll_wait(e->epfd, evs, GMFP_ARRAY_SIZE(evs), timeout_ms);
+	if (n < 0 && errno != EINTR) {
+		atomic_store(&e->st.last_error, -errno);
+		usleep(1000);	/* EBADF/EFAULT cannot happen; do not spin */
+	}
+	for (i = 0; i < n && !atomic_load(&e->stop); i++) {
+		if (evs[i].data.u32 == UINT32_MAX - 1)
+			break;	/* the stop fd */
+		if (evs[i].data.u32 == UINT32_MAX) {
+			/* drain the pokes: the demand queue says what to do */
+			if (read(e->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				atomic_store(&e->st.last_error, -errno);
+			take_injected(e);
+		} else {
+			read_records(e, evs[i].data.u32, rec);
 		}
 	}
-	free(rec);
-	rcu_unregister_thread();
-	return NULL;
+	return !atomic_load(&e->stop);
 }
 
 /* ---- claiming work ---- */
@@ -522,6 +576,14 @@ static uint32_t claim_run(struct gmfp_engine *e, uint64_t key, struct req **out,
 			break;
 		if (req_insert(e, r) != r) {
 			free(r);
+			break;
+		}
+		/*
+		 * Installed and retired between the test and the insert: the
+		 * installer set the bit before it left the table, so it shows.
+		 */
+		if (is_done(e, k)) {
+			req_retire(e, r, NULL);
 			break;
 		}
 		out[n++] = r;
@@ -702,14 +764,18 @@ static void deadline_ns(struct timespec *ts, uint64_t ns)
 
 /* ---- fetch + install ---- */
 
-static void page_done(struct gmfp_engine *e, struct req *r, uint64_t now)
+static void page_done(struct gmfp_engine *e, struct req *r, uint64_t now,
+		      struct retired *rt)
 {
 	struct region *rg = &e->regions[key_region(r->key)];
 
-	if (!gmfp_set_bit(rg->done, key_pgoff(r->key))) {
-		atomic_fetch_add(&rg->nr_done, 1);
-		atomic_fetch_add(&e->pages_present, 1);
+	if (gmfp_set_bit(rg->done, key_pgoff(r->key))) {
+		/* somebody else's: counted there */
+		req_retire(e, r, rt);
+		return;
 	}
+	atomic_fetch_add(&rg->nr_done, 1);
+	atomic_fetch_add(&e->pages_present, 1);
 	if (atomic_load(&r->demand)) {
 		uint64_t t0 = atomic_load(&r->t0_ns);
 		uint32_t origin = atomic_load(&r->origin);
@@ -721,7 +787,7 @@ static void page_done(struct gmfp_engine *e, struct req *r, uint64_t now)
 		count(&e->st.pages_background, 1);
 		count(&e->st.by_origin[0], 1);
 	}
-	req_retire(e, r);
+	req_retire(e, r, rt);
 }
 
 static void fail_run(struct gmfp_engine *e, struct req **v, uint32_t n, int err)
@@ -743,12 +809,12 @@ static void fail_run(struct gmfp_engine *e, struct req **v, uint32_t n, int err)
 		e->retry = r;
 		e->nr_retry++;
 	}
-	pthread_cond_signal(&e->work);
 	pthread_mutex_unlock(&e->lock);
 }
 
 struct worker_buf {
 	void *buf;
+	struct retired rt;
 	uint64_t zero[MAX_BATCH_LIMIT / 64];
 	struct req *v[MAX_BATCH_LIMIT];
 };
@@ -821,7 +887,7 @@ static void serve_run(struct gmfp_engine *e, struct worker_buf *w, struct req **
 	now = gmfp_now_ns();
 	rcu_read_lock();
 	for (i = 0; i < ok; i++)
-		page_done(e, v[i], now);
+		page_done(e, v[i], now, &w->rt);
 	rcu_read_unlock();
 	if (r) {
 		if (r == -EEXIST)	/* raced with a MARK without SKIP: present */
@@ -873,74 +939,103 @@ static bool everything_done(struct gmfp_engine *e)
 	return atomic_load(&e->pages_present) >= e->pages_total;
 }
 
+/*
+ * One piece of work, demand first.  Returns true if it did something; else
+ * *@due is when the earliest retry is due (UINT64_MAX: none).
+ */
+static bool worker_step(struct gmfp_engine *e, struct worker_buf *w, uint64_t *due)
+{
+	uint64_t now;
+	struct req *r;
+	uint32_t n;
+
+	*due = UINT64_MAX;
+	/* 1. demand, always first */
+	n = take_demand(e, w->v, e->o.max_batch);
+	if (n) {
+		atomic_fetch_sub(&e->dq_len, n);
+		/* more queued than this worker takes: wake another one */
+		if (atomic_load(&e->dq_len) && e->o.workers > 1)
+			poke(e);
+		if (n == 1)
+			n = demand_readahead(e, w->v, n);
+		serve_batch(e, w, w->v, n, true);
+		return true;
+	}
+	pthread_mutex_lock(&e->lock);
+	/* 2. retries that are due */
+	now = gmfp_now_ns();
+	r = take_retry(e, now, due);
+	if (r) {
+		pthread_mutex_unlock(&e->lock);
+		w->v[0] = r;
+		serve_run(e, w, w->v, 1, atomic_load(&r->demand));
+		return true;
+	}
+	/*
+	 * 3. background, only while no demand is queued, and not while a
+	 * failing source has filled the retry list: a dead source would
+	 * otherwise put every page of the VM on it.
+	 */
+	n = 0;
+	if (!e->bg_done && cds_wfcq_empty(&e->dq_head, &e->dq_tail) &&
+	    e->nr_retry < retry_cap(e)) {
+		rcu_read_lock();
+		n = claim_background(e, w->v, e->o.max_batch);
+		rcu_read_unlock();
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (n) {
+		serve_run(e, w, w->v, n, false);
+		return true;
+	}
+	if (everything_done(e)) {
+		pthread_mutex_lock(&e->lock);
+		pthread_cond_broadcast(&e->progress);
+		pthread_mutex_unlock(&e->lock);
+	}
+	return !cds_wfcq_empty(&e->dq_head, &e->dq_tail);
+}
+
+static int due_timeout_ms(uint64_t due)
+{
+	uint64_t now = gmfp_now_ns();
+
+	if (due == UINT64_MAX)
+		return -1;
+	if (due <= now)
+		return 0;
+	return (int)((due - now + 999999) / 1000000);
+}
+
 static void *worker_main(void *arg)
 {
 	struct gmfp_engine *e = arg;
 	struct worker_buf *w = calloc(1, sizeof(*w));
-	uint32_t n;
+	struct gmfp_event *rec = malloc(READ_BATCH * sizeof(*rec));
+	uint64_t due = UINT64_MAX;
+	bool busy = true;
 
 	rcu_register_thread();
 	if (w)
 		w->buf = aligned_alloc(PAGE, (size_t)e->o.max_batch * PAGE);
-	while (w && w->buf && !atomic_load(&e->stop)) {
-		uint64_t now, due = UINT64_MAX;
-		struct req *r;
-
-		/* 1. demand, always first */
-		n = take_demand(e, w->v, e->o.max_batch);
-		if (n) {
-			if (n == 1)
-				n = demand_readahead(e, w->v, n);
-			serve_batch(e, w, w->v, n, true);
-			continue;
-		}
-		pthread_mutex_lock(&e->lock);
-		/* 2. retries that are due */
-		now = gmfp_now_ns();
-		r = take_retry(e, now, &due);
-		if (r) {
-			pthread_mutex_unlock(&e->lock);
-			w->v[0] = r;
-			serve_run(e, w, w->v, 1, atomic_load(&r->demand));
-			continue;
-		}
-		/*
-		 * 3. background, only while no demand is queued, and not while
-		 * a failing source has filled the retry list: a dead source
-		 * would otherwise put every page of the VM on it.
-		 */
-		n = 0;
-		if (!e->bg_done && cds_wfcq_empty(&e->dq_head, &e->dq_tail) &&
-		    e->nr_retry < retry_cap(e)) {
-			rcu_read_lock();
-			n = claim_background(e, w->v, e->o.max_batch);
-			rcu_read_unlock();
-		}
-		if (n) {
-			pthread_mutex_unlock(&e->lock);
-			serve_run(e, w, w->v, n, false);
-			continue;
-		}
-		if (!cds_wfcq_empty(&e->dq_head, &e->dq_tail) || atomic_load(&e->stop)) {
-			pthread_mutex_unlock(&e->lock);
-			continue;
-		}
-		if (everything_done(e))
-			pthread_cond_broadcast(&e->progress);
-		/* 4. nothing to do: sleep until work arrives or a retry is due */
-		if (due == UINT64_MAX) {
-			pthread_cond_wait(&e->work, &e->lock);
-		} else {
-			struct timespec ts;
-
-			deadline_ns(&ts, due - now);
-			pthread_cond_timedwait(&e->work, &e->lock, &ts);
-		}
-		pthread_mutex_unlock(&e->lock);
+	/*
+	 * Records first (without sleeping while there is work), then one
+	 * piece of work; sleep in epoll only when there is nothing to do.
+	 */
+	while (w && w->buf && rec) {
+		if (!busy)
+			retired_flush(&w->rt);	/* before sleeping */
+		if (!poll_events(e, rec, busy ? 0 : due_timeout_ms(due)))
+			break;
+		busy = worker_step(e, w, &due);
 	}
-	if (w)
+	if (w) {
+		retired_flush(&w->rt);
 		free(w->buf);
+	}
 	free(w);
+	free(rec);
 	rcu_unregister_thread();
 	return NULL;
 }
@@ -999,14 +1094,13 @@ int gmfp_engine_new(struct gmfp_engine **out, struct gmfp_source *src,
 		e->o.max_batch = src->ops.max_pages;
 	e->src = src;
 	e->k = &kernel_ops;
-	e->epfd = e->evfd = -1;
+	e->epfd = e->evfd = e->stopfd = -1;
 	atomic_init(&e->last_demand, UINT64_MAX);
 	e->around_key = UINT64_MAX;
 	cds_wfcq_init(&e->dq_head, &e->dq_tail);
 	cds_wfcq_init(&e->inj_head, &e->inj_tail);
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_mutex_init(&e->rec_lock, NULL);
-	cond_init_monotonic(&e->work);
 	cond_init_monotonic(&e->progress);
 	r = -ENOMEM;
 	e->ht = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
@@ -1014,7 +1108,8 @@ int gmfp_engine_new(struct gmfp_engine **out, struct gmfp_source *src,
 		goto err_destroy;
 	e->epfd = epoll_create1(EPOLL_CLOEXEC);
 	e->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (e->epfd < 0 || e->evfd < 0) {
+	e->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (e->epfd < 0 || e->evfd < 0 || e->stopfd < 0) {
 		r = -errno;
 		goto err_destroy;
 	}
@@ -1022,6 +1117,12 @@ int gmfp_engine_new(struct gmfp_engine **out, struct gmfp_source *src,
 	ev.events = EPOLLIN;
 	ev.data.u32 = UINT32_MAX;
 	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->evfd, &ev)) {
+		r = -errno;
+		goto err_destroy;
+	}
+	/* never read: once written, every epoll_wait() returns at once */
+	ev.data.u32 = UINT32_MAX - 1;
+	if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->stopfd, &ev)) {
 		r = -errno;
 		goto err_destroy;
 	}
@@ -1165,9 +1266,6 @@ int gmfp_engine_start(struct gmfp_engine *e)
 	e->workers = calloc(e->o.workers, sizeof(*e->workers));
 	if (!e->workers)
 		return -ENOMEM;
-	r = -pthread_create(&e->reader, NULL, reader_main, e);
-	if (r)
-		goto err;
 	e->started = true;
 	for (i = 0; i < e->o.workers; i++) {
 		r = -pthread_create(&e->workers[i], NULL, worker_main, e);
@@ -1180,10 +1278,6 @@ int gmfp_engine_start(struct gmfp_engine *e)
 		return r;
 	}
 	return 0;
-err:
-	free(e->workers);
-	e->workers = NULL;
-	return r;
 }
 
 static int timed_wait(struct gmfp_engine *e, const struct timespec *dl)
@@ -1265,7 +1359,7 @@ int gmfp_engine_demand(struct gmfp_engine *e, uint32_t region, uint64_t pgoff,
 		       int timeout_ms)
 {
 	struct req *r;
-	uint64_t key, one = 1;
+	uint64_t key;
 
 	/* before gmfp_engine_start() too: the request waits for the reader */
 	if (!e || region >= e->nr_regions || pgoff >= e->regions[region].npages)
@@ -1275,11 +1369,10 @@ int gmfp_engine_demand(struct gmfp_engine *e, uint32_t region, uint64_t pgoff,
 		r = req_alloc(key, true, GMFP_ORIGIN_VCPU);
 		if (!r)
 			return -ENOMEM;
-		/* The reader inserts it: it is a registered RCU thread. */
+		/* A worker inserts it: they are registered RCU threads. */
 		GMFP_TSAN_RELEASE(r);
 		cds_wfcq_enqueue(&e->inj_head, &e->inj_tail, &r->qnode);
-		if (write(e->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-			return -errno;
+		poke(e);
 	}
 	return wait_for(e, timeout_ms, is_done, key);
 }
@@ -1292,6 +1385,8 @@ void gmfp_engine_stop(struct gmfp_engine *e)
 	if (!e || e->stopped)
 		return;
 	atomic_store(&e->stop, true);
+	if (write(e->stopfd, &one, sizeof(one)) < 0)
+		atomic_store(&e->st.last_error, -errno);
 	if (!e->started) {
 		/* no threads; wake gmfp_engine_demand() callers */
 		pthread_mutex_lock(&e->lock);
@@ -1299,13 +1394,9 @@ void gmfp_engine_stop(struct gmfp_engine *e)
 		pthread_mutex_unlock(&e->lock);
 		return;
 	}
-	if (write(e->evfd, &one, sizeof(one)) < 0)
-		(void)0;	/* EAGAIN: a wakeup is already pending */
 	pthread_mutex_lock(&e->lock);
-	pthread_cond_broadcast(&e->work);
 	pthread_cond_broadcast(&e->progress);
 	pthread_mutex_unlock(&e->lock);
-	pthread_join(e->reader, NULL);
 	for (i = 0; i < e->nr_workers; i++)
 		pthread_join(e->workers[i], NULL);
 	e->stopped = true;
@@ -1325,7 +1416,7 @@ static void *drain_main(void *arg)
 	rcu_read_lock();
 	cds_lfht_for_each_entry(e->ht, &it, r, node) {
 		GMFP_TSAN_ACQUIRE(r);
-		req_retire(e, r);
+		req_retire(e, r, NULL);
 	}
 	rcu_read_unlock();
 	rcu_barrier();
@@ -1349,8 +1440,7 @@ void gmfp_engine_destroy(struct gmfp_engine *e)
 		cds_lfht_destroy(e->ht, NULL);
 	}
 	for (i = 0; i < e->nr_regions; i++) {
-		if (e->regions[i].nfd >= 0)
-			close(e->regions[i].nfd);
+		close(e->regions[i].nfd);
 		close(e->regions[i].gmem);
 		free((void *)e->regions[i].done);
 	}
@@ -1358,9 +1448,10 @@ void gmfp_engine_destroy(struct gmfp_engine *e)
 		close(e->epfd);
 	if (e->evfd >= 0)
 		close(e->evfd);
+	if (e->stopfd >= 0)
+		close(e->stopfd);
 	pthread_mutex_destroy(&e->lock);
 	pthread_mutex_destroy(&e->rec_lock);
-	pthread_cond_destroy(&e->work);
 	pthread_cond_destroy(&e->progress);
 	cds_wfcq_destroy(&e->dq_head, &e->dq_tail);
 	cds_wfcq_destroy(&e->inj_head, &e->inj_tail);
