@@ -10,7 +10,11 @@
  * timed by the accessor (fault -> contents visible); the run's pages/s is
  * pages / wall time.  Prints one table row per server.
  *
- *   bench_lib [npages [accessors]]      defaults 16384 (64 MiB), 4
+ *   bench_lib [npages [accessors [reps]]]   defaults 16384 (64 MiB), 4, 3
+ *
+ * Every configuration runs @reps times, interleaved with the others (so a
+ * slow phase of a noisy host hits them all alike); a row gives the median
+ * run's figures and the min-max of pages/s.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -30,6 +34,12 @@
 
 static uint64_t npages = 16384;
 static unsigned int accessors = 4;
+static unsigned int reps = 3;
+
+struct result {
+	double pps;
+	uint64_t p50, p99, max, fetches, installs, bad;
+};
 static int image_fd;
 static int kvm_fd;
 
@@ -137,7 +147,7 @@ static void wait_for_tsc(void)
 				cs[0] = 0;
 			fclose(f);
 		}
-		if (!strncmp(cs, "tsc", 3))
+		if (!strcmp(cs, "tsc\n"))
 			break;
 		usleep(100000);
 	}
@@ -165,7 +175,8 @@ static void shuffle(uint64_t *v, uint64_t n, uint64_t seed)
  * One run.  workers 0: the simple loop, else the engine with that many
  * workers; readahead: demand_readahead.
  */
-static int bench(const char *pattern, unsigned int workers, unsigned int readahead)
+static int bench(const char *pattern, unsigned int workers, unsigned int readahead,
+		 struct result *res)
 {
 	GMFP_OPTS_INIT(struct gmfp_engine_opts, o);
 	GMFP_OPTS_INIT(struct gmfp_file_opts, fo);
@@ -177,7 +188,6 @@ static int bench(const char *pattern, unsigned int workers, unsigned int readahe
 	struct acc *a = calloc(accessors, sizeof(*a));
 	pthread_t loop;
 	unsigned int i;
-	char name[48];
 
 	memset(&r, 0, sizeof(r));
 	r.vm = ioctl(kvm_fd, KVM_CREATE_VM, 0);
@@ -231,17 +241,13 @@ static int bench(const char *pattern, unsigned int workers, unsigned int readahe
 		st.fetches = st.installs = npages;
 	}
 	gmfp_hist_read(&r.lat, b, &cnt, &max);
-	if (workers)
-		snprintf(name, sizeof(name), "engine, %u worker%s%s", workers,
-			 workers > 1 ? "s" : "", readahead ? ", readahead" : "");
-	else
-		snprintf(name, sizeof(name), "simple loop (1 record, 1 COPY)");
-	printf("%-10s %-34s %9.0f %7lu %7lu %8lu %8lu %8lu %s\n", pattern, name,
-	       (double)npages * 1e9 / (double)(t1 - t0),
-	       (unsigned long)gmfp_hist_percentile(b, cnt, max, 50),
-	       (unsigned long)gmfp_hist_percentile(b, cnt, max, 99),
-	       (unsigned long)max, (unsigned long)st.fetches, (unsigned long)st.installs,
-	       atomic_load(&r.bad) ? "WRONG CONTENTS" : "ok");
+	res->pps = (double)npages * 1e9 / (double)(t1 - t0);
+	res->p50 = gmfp_hist_percentile(b, cnt, max, 50);
+	res->p99 = gmfp_hist_percentile(b, cnt, max, 99);
+	res->max = max;
+	res->fetches = st.fetches;
+	res->installs = st.installs;
+	res->bad = atomic_load(&r.bad);
 	munmap((void *)r.hva, npages * PG);
 	close(r.gmem);
 	close(r.vm);
@@ -250,18 +256,60 @@ static int bench(const char *pattern, unsigned int workers, unsigned int readahe
 	return atomic_load(&r.bad) ? -EIO : 0;
 }
 
+static const struct config {
+	const char *pattern;
+	unsigned int workers, readahead;
+} configs[] = {
+	{ "random", 0, 0 }, { "random", 1, 0 }, { "random", 2, 0 },
+	{ "random", 4, 0 }, { "random", 4, 15 },
+	{ "sequential", 0, 0 }, { "sequential", 1, 0 }, { "sequential", 2, 0 },
+	{ "sequential", 4, 0 }, { "sequential", 4, 15 },
+};
+#define NCONF (sizeof(configs) / sizeof(configs[0]))
+
+static int cmp_pps(const void *a, const void *b)
+{
+	const struct result *x = a, *y = b;
+
+	return x->pps < y->pps ? -1 : x->pps > y->pps;
+}
+
+static void print_row(const struct config *c, struct result *rs)
+{
+	struct result *m;
+	char name[48];
+	uint64_t bad = 0;
+	unsigned int i;
+
+	for (i = 0; i < reps; i++)
+		bad += rs[i].bad;
+	qsort(rs, reps, sizeof(*rs), cmp_pps);
+	m = &rs[reps / 2];
+	if (c->workers)
+		snprintf(name, sizeof(name), "engine, %u worker%s%s", c->workers,
+			 c->workers > 1 ? "s" : "", c->readahead ? ", readahead 15" : "");
+	else
+		snprintf(name, sizeof(name), "simple loop (1 record, 1 COPY)");
+	printf("%-10s %-32s %8.0f %8.0f-%-8.0f %6lu %6lu %7lu %8lu %s\n", c->pattern, name,
+	       m->pps, rs[0].pps, rs[reps - 1].pps, (unsigned long)m->p50,
+	       (unsigned long)m->p99, (unsigned long)m->max, (unsigned long)m->installs,
+	       bad ? "WRONG CONTENTS" : "ok");
+}
+
 int main(int argc, char **argv)
 {
-	static const char *patterns[] = { "random", "sequential" };
+	static struct result res[NCONF][16];
+	unsigned int i, k;
 	int rc = 0;
-	unsigned int i;
 
 	if (argc > 1)
 		npages = strtoull(argv[1], NULL, 0);
 	if (argc > 2)
 		accessors = (unsigned int)strtoul(argv[2], NULL, 0);
-	if (!npages || npages % accessors || !accessors) {
-		fprintf(stderr, "usage: bench_lib [npages [accessors]] (npages a multiple of accessors)\n");
+	if (argc > 3)
+		reps = (unsigned int)strtoul(argv[3], NULL, 0);
+	if (!accessors || !npages || npages % accessors || !reps || reps > 16) {
+		fprintf(stderr, "usage: bench_lib [npages [accessors [reps <= 16]]] (npages a multiple of accessors)\n");
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -275,14 +323,15 @@ int main(int argc, char **argv)
 	printf("# bench_lib: %lu pages (%lu MiB), %u accessor threads faulting through the mmap, file source on tmpfs\n",
 	       (unsigned long)npages, (unsigned long)(npages * PG >> 20), accessors);
 	printf("# latency: accessor-side, fault -> contents visible, log2 buckets (upper bound)\n");
-	printf("%-10s %-34s %9s %7s %7s %8s %8s %8s\n", "pattern", "server", "pages/s",
-	       "p50_us", "p99_us", "max_us", "fetches", "installs");
-	for (i = 0; i < 2; i++) {
-		rc |= bench(patterns[i], 0, 0);
-		rc |= bench(patterns[i], 1, 0);
-		rc |= bench(patterns[i], 2, 0);
-		rc |= bench(patterns[i], 4, 0);
-		rc |= bench(patterns[i], 4, 15);
-	}
+	printf("# %u repetitions, interleaved; pages/s: median (min-max); latency of the median run\n",
+	       reps);
+	for (k = 0; k < reps; k++)
+		for (i = 0; i < NCONF; i++)
+			rc |= bench(configs[i].pattern, configs[i].workers, configs[i].readahead,
+				    &res[i][k]);
+	printf("%-10s %-32s %8s %17s %6s %6s %7s %8s\n", "pattern", "server", "pages/s",
+	       "(min-max)", "p50us", "p99us", "max_us", "installs");
+	for (i = 0; i < NCONF; i++)
+		print_row(&configs[i], res[i]);
 	return rc ? 1 : 0;
 }
