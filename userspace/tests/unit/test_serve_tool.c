@@ -519,6 +519,8 @@ static bool raw_closed(int fd, unsigned int ms)
 	return false;
 }
 
+static void good_client(const char *port);
+
 /* ---- setup ---- */
 
 static int group_setup(void **state)
@@ -617,6 +619,43 @@ static void test_usage(void **state)
 	srv_stop(&s);
 	assert_non_null(srv_json(&s));
 	assert_int_equal(srv_exit_code((const char *[]){ "-i", img0, "-l", "nosuchservice", NULL }), 4);
+}
+
+/* SIGINT ends it like SIGTERM; the stats file is kept up to date by itself. */
+static void test_signals_stats_file(void **state)
+{
+	char stats[PATH_MAX];
+	uint64_t dl;
+	struct srv s;
+	int st;
+
+	(void)state;
+	write_image(img0, 0, NP0, NP0);
+	write_image(img1, 1, NP1, NP1_DATA);
+	snprintf(stats, sizeof(stats), "%s/periodic.json", dir);
+	unlink(stats);
+	srv_start(&s, (const char *[]){ "-i", img0, "-i", img1, "--stats-file", stats,
+					"--stats-interval-ms", "50", NULL });
+	good_client(s.port);
+	/* no SIGUSR1: the interval alone brings the file up to date */
+	dl = now_ms() + 5000;
+	while (now_ms() < dl && !file_has(stats, "\"background\":128,\"zero\""))
+		sleep_ms(20);
+	assert_true(file_has(stats, "\"pages\":{\"demand\":128,\"background\":128,"));
+	kill(s.pid, SIGINT);
+	assert_int_equal(srv_wait(&s, 10000), 0);
+	assert_true(file_has(stats, "\"active\":0"));
+
+	/* IPv6, where the loopback has it */
+	srv_spawn(&s, (const char *[]){ "-i", img0, "-l", "[::1]:0", NULL });
+	if (srv_read_until(&s, "\n", 10000) && strstr(s.obuf, "listening on [::1]:")) {
+		kill(s.pid, SIGTERM);
+		assert_int_equal(srv_wait(&s, 10000), 0);
+	} else {
+		st = srv_wait(&s, 10000);
+		assert_int_equal(st, 4);
+		printf("# no IPv6 loopback here: [::1] not tested\n");
+	}
 }
 
 /* Everything of both images, in chunks of every size, on both channels. */
@@ -1140,6 +1179,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_usage),
+		cmocka_unit_test(test_signals_stats_file),
 		cmocka_unit_test(test_contents),
 		cmocka_unit_test(test_gmem_fd),
 		cmocka_unit_test(test_demand_first),

@@ -451,9 +451,14 @@ static void write_stats_file(struct srv *s)
 		return;
 	/* whole files only: written aside, renamed over the old one */
 	f = fopen(tmp, "we");
-	if (f && fprintf(f, "%s\n", json) > 0 && !fclose(f) && !rename(tmp, s->o.stats_file)) {
-		failed = false;
-		return;
+	if (f) {
+		bool ok = fprintf(f, "%s\n", json) > 0;
+
+		ok = !fclose(f) && ok;
+		if (ok && !rename(tmp, s->o.stats_file)) {
+			failed = false;
+			return;
+		}
 	}
 	if (!failed)
 		gs_log("--stats-file %s: %s", s->o.stats_file, strerror(errno));
