@@ -878,6 +878,7 @@ struct kr {
 struct kr_worker {
 	struct kr *k;
 	bool demand;
+	_Atomic uint32_t failures;
 };
 
 /* Claim chunks in order; retry a failed one until it comes. */
@@ -895,6 +896,7 @@ static void *kr_main(void *arg)
 			return NULL;
 		while (fetch(k->src, 0, (uint64_t)c * KR_CHUNK, KR_CHUNK, w->demand, true, &bad)) {
 			atomic_fetch_add(&k->failures, 1);
+			atomic_fetch_add(&w->failures, 1);
 			if (now_ms() > dl) {
 				atomic_fetch_add(&k->gave_up, 1);
 				return NULL;
@@ -918,7 +920,8 @@ static void test_kill_restart(void **state)
 	struct gmfp_source_stats ss;
 	struct kr k;
 	struct srv s;
-	uint32_t before;
+	uint32_t before, f0[2];
+	uint64_t dl;
 	char l[32];
 	int i;
 
@@ -931,14 +934,24 @@ static void test_kill_restart(void **state)
 	for (i = 0; i < 2; i++) {
 		w[i].k = &k;
 		w[i].demand = i == 0;
+		atomic_store(&w[i].failures, 0);
 		assert_int_equal(pthread_create(&k.th[i], NULL, kr_main, &w[i]), 0);
 	}
 	while (atomic_load(&k.done_pages) < KR_PAGES / 4)
 		sleep_ms(1);
+	for (i = 0; i < 2; i++)
+		f0[i] = atomic_load(&w[i].failures);
 	kill(s.pid, SIGKILL);
 	assert_int_equal(srv_wait(&s, 5000), 128 + SIGKILL);
-	/* down long enough for both workers to notice and retry */
-	sleep_ms(300);
+	/*
+	 * Until both workers have failed since: each is retrying a chunk that
+	 * cannot come, and whatever was still on its way has been counted.
+	 */
+	dl = now_ms() + 10000;
+	while ((atomic_load(&w[0].failures) == f0[0] || atomic_load(&w[1].failures) == f0[1]) &&
+	       now_ms() < dl)
+		sleep_ms(5);
+	sleep_ms(100);
 	before = atomic_load(&k.done_pages);
 	assert_true(before < KR_PAGES);
 	assert_true(atomic_load(&k.failures) > 0);

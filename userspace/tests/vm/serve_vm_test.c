@@ -457,14 +457,14 @@ static void test_kill_restart(void)
 		usleep(2000);
 	kill(srv.pid, SIGKILL);
 	CHECK_EQ(srv_wait(&srv, 10000), 128 + SIGKILL);
-	/* whatever was still on its way has arrived or is lost by now */
-	usleep(300000);
+	/* whatever was still on its way has arrived or is lost by now (TCG: slow) */
+	usleep(1000000);
 	present = vt_count_present(dst.gmem, NPAGES);
 	CHECK(present >= NPAGES / 4 && present < NPAGES,
 	      "%llu pages present at the kill: not mid-transfer (throttle too small?)",
 	      (unsigned long long)present);
 	/* nothing moves while there is no server */
-	usleep(200000);
+	usleep(300000);
 	CHECK_EQ(vt_count_present(dst.gmem, NPAGES), present);
 
 	srv_start(&srv, src.gmem, port, slow);
