@@ -40,6 +40,7 @@
 #define DEFAULT_WORKERS		2
 #define DEFAULT_MAX_WORKERS	16
 #define LISTEN_BACKLOG		64
+#define SESSION_STACK		(1u << 20)
 /* closing part of the status JSON, kept free while sessions are added */
 #define JSON_TAIL_ROOM		256
 
@@ -322,7 +323,7 @@ static void new_connection(struct pagerd *d, int fd)
 	d->sessions = s;
 	d->nr_sessions++;
 	pthread_mutex_unlock(&d->lock);
-	r = pthread_create(&s->thread, NULL, session_main, s);
+	r = pthread_create(&s->thread, &d->thread_attr, session_main, s);
 	if (r) {
 		struct session **pp;
 
@@ -707,6 +708,7 @@ static void cleanup(struct pagerd *d)
 	for (i = 0; i < PAGERD_HISTORY; i++)
 		free(d->history[i]);
 	pthread_mutex_destroy(&d->lock);
+	pthread_attr_destroy(&d->thread_attr);
 	free(d);
 }
 
@@ -723,6 +725,9 @@ int pagerd_main(int argc, char **argv)
 	}
 	d->lfd = d->sigfd = d->reapfd = d->stopfd = -1;
 	pthread_mutex_init(&d->lock, NULL);
+	/* a session thread needs little stack; --max-sessions of them add up */
+	pthread_attr_init(&d->thread_attr);
+	pthread_attr_setstacksize(&d->thread_attr, SESSION_STACK);
 	d->t0_ns = pagerd_now_ns();
 	r = parse_args(d, argc, argv);
 	if (r >= 0)

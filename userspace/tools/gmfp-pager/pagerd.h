@@ -112,6 +112,7 @@ struct pagerd {
 	uint64_t t0_ns;
 	uint64_t accept_pause_until_ns;
 	uint64_t last_refusal_log_ns;
+	pthread_attr_t thread_attr;	/* of session threads */
 
 	pthread_mutex_t lock;		/* everything below, and sessions' state */
 	struct session *sessions;

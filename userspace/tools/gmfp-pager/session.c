@@ -510,7 +510,7 @@ static const char *state_name(const struct session *s)
 	case SESSION_SERVING:
 		return atomic_load(&s->t_complete_ns) ? "complete" : "serving";
 	default:
-		return "closing";
+		return s->end_reason ? "ended" : "closing";
 	}
 }
 
@@ -951,7 +951,10 @@ void *session_main(void *arg)
 	const char *reason = "out of memory";
 	bool attached = false;
 	uint64_t one = 1;
+	char name[16];
 
+	snprintf(name, sizeof(name), "pager-s%u", s->id);
+	pthread_setname_np(pthread_self(), name);
 	if (m && buf)
 		reason = handshake(s, buf, m, &attached);
 	if (attached) {
