@@ -105,6 +105,7 @@ struct gmfp_engine {
 	_Atomic uint64_t dq_len;	/* requests on the demand queue */
 	struct req *retry;
 	uint64_t nr_retry;		/* requests on the retry list */
+	_Atomic uint32_t fail_streak;	/* fetches/installs failed in a row */
 	uint32_t bg_region;
 	uint64_t bg_cursor;
 	bool bg_done;
@@ -688,12 +689,16 @@ static uint32_t claim_background(struct gmfp_engine *e, struct req **out, uint32
 	return 0;
 }
 
-/* How many failed requests may wait for a retry before background pauses. */
-static uint64_t retry_cap(struct gmfp_engine *e)
+/*
+ * Background pauses after this many fetches or installs in a row failed:
+ * the source looks dead, and claiming more would only move every page of
+ * the VM onto the retry list.  Any success resumes it, so a source that
+ * lacks some pages for good (they fail, the others succeed) does not stop
+ * the fill.
+ */
+static bool source_failing(struct gmfp_engine *e)
 {
-	uint64_t cap = 4ull * e->o.workers * e->o.max_batch;
-
-	return cap < 256 ? 256 : cap;
+	return atomic_load(&e->fail_streak) >= 4 * e->o.workers;
 }
 
 /* A due retry, under e->lock; demand ones first. */
@@ -803,8 +808,18 @@ static void fail_run(struct gmfp_engine *e, struct req **v, uint32_t n, int err)
 	for (i = 0; i < n; i++) {
 		struct req *r = v[i];
 
-		r->attempts++;
-		r->not_before_ns = now + backoff_ns(e, r->attempts);
+		/*
+		 * A run fails as a whole when one of its pages does (a source
+		 * that lacks some pages).  Its pages are retried one by one at
+		 * once, and only a page that fails alone backs off: the others
+		 * must not wait, nor fill the retry list and pause background.
+		 */
+		if (n == 1) {
+			r->attempts++;
+			r->not_before_ns = now + backoff_ns(e, r->attempts);
+		} else {
+			r->not_before_ns = now;
+		}
 		r->retry_next = e->retry;
 		e->retry = r;
 		e->nr_retry++;
@@ -815,6 +830,7 @@ static void fail_run(struct gmfp_engine *e, struct req **v, uint32_t n, int err)
 struct worker_buf {
 	void *buf;
 	struct retired rt;
+	bool bg_turn;		/* background before retries next time */
 	uint64_t zero[MAX_BATCH_LIMIT / 64];
 	struct req *v[MAX_BATCH_LIMIT];
 };
@@ -889,6 +905,10 @@ static void serve_run(struct gmfp_engine *e, struct worker_buf *w, struct req **
 	for (i = 0; i < ok; i++)
 		page_done(e, v[i], now, &w->rt);
 	rcu_read_unlock();
+	if (!r)
+		atomic_store(&e->fail_streak, 0);
+	else
+		atomic_fetch_add(&e->fail_streak, 1);
 	if (r) {
 		if (r == -EEXIST)	/* raced with a MARK without SKIP: present */
 			r = -EIO;
@@ -948,6 +968,7 @@ static bool worker_step(struct gmfp_engine *e, struct worker_buf *w, uint64_t *d
 	uint64_t now;
 	struct req *r;
 	uint32_t n;
+	bool bg_ok;
 
 	*due = UINT64_MAX;
 	/* 1. demand, always first */
@@ -962,30 +983,40 @@ static bool worker_step(struct gmfp_engine *e, struct worker_buf *w, uint64_t *d
 		serve_batch(e, w, w->v, n, true);
 		return true;
 	}
-	pthread_mutex_lock(&e->lock);
-	/* 2. retries that are due */
-	now = gmfp_now_ns();
-	r = take_retry(e, now, due);
-	if (r) {
-		pthread_mutex_unlock(&e->lock);
-		w->v[0] = r;
-		serve_run(e, w, w->v, 1, atomic_load(&r->demand));
-		return true;
-	}
 	/*
-	 * 3. background, only while no demand is queued, and not while a
-	 * failing source has filled the retry list: a dead source would
-	 * otherwise put every page of the VM on it.
+	 * 2. and 3.: due retries and background, in turns.  Retries first
+	 * (a page that failed is likely wanted), but after a retry a
+	 * background run goes first: pages a source lacks for good are
+	 * retried for ever, and must not starve the fill of the others.
+	 * Background only while no demand is queued and the source works.
 	 */
+	r = NULL;
 	n = 0;
-	if (!e->bg_done && cds_wfcq_empty(&e->dq_head, &e->dq_tail) &&
-	    e->nr_retry < retry_cap(e)) {
+	pthread_mutex_lock(&e->lock);
+	now = gmfp_now_ns();
+	bg_ok = !e->bg_done && cds_wfcq_empty(&e->dq_head, &e->dq_tail) &&
+		!source_failing(e);
+	if (bg_ok && w->bg_turn) {
+		rcu_read_lock();
+		n = claim_background(e, w->v, e->o.max_batch);
+		rcu_read_unlock();
+	}
+	if (!n)
+		r = take_retry(e, now, due);
+	if (!n && !r && bg_ok && !w->bg_turn) {
 		rcu_read_lock();
 		n = claim_background(e, w->v, e->o.max_batch);
 		rcu_read_unlock();
 	}
 	pthread_mutex_unlock(&e->lock);
+	if (r) {
+		w->bg_turn = true;
+		w->v[0] = r;
+		serve_run(e, w, w->v, 1, atomic_load(&r->demand));
+		return true;
+	}
 	if (n) {
+		w->bg_turn = false;
 		serve_run(e, w, w->v, n, false);
 		return true;
 	}
