@@ -542,6 +542,14 @@ static void test_source_not_present(void)
 	dl = now_ms() + 60000;
 	while (vt_count_present(dst.gmem, NPAGES) < NPAGES / 2 && now_ms() < dl)
 		usleep(10000);
+	{
+		char json[2048];
+
+		gmfp_engine_stats_json(e, json, sizeof(json));
+		printf("#   engine: %s\n#   source: %llu ok pages, %llu failed fetches\n", json,
+		       (unsigned long long)atomic_load(&cnt.ok_pages),
+		       (unsigned long long)atomic_load(&cnt.failed));
+	}
 	/* and it stays at that: the rest is refused, again and again */
 	CHECK_EQ(gmfp_engine_wait(e, 1000), -ETIMEDOUT);
 	CHECK_EQ(vt_count_present(dst.gmem, NPAGES), NPAGES / 2);
