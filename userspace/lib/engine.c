@@ -105,7 +105,8 @@ struct gmfp_engine {
 	_Atomic uint64_t dq_len;	/* requests on the demand queue */
 	struct req *retry;
 	uint64_t nr_retry;		/* requests on the retry list */
-	_Atomic uint32_t fail_streak;	/* fetches/installs failed in a row */
+	_Atomic uint32_t fail_streak;	/* first attempts failed in a row */
+	uint64_t next_probe_ns;		/* background probe while paused */
 	uint32_t bg_region;
 	uint64_t bg_cursor;
 	bool bg_done;
@@ -690,15 +691,24 @@ static uint32_t claim_background(struct gmfp_engine *e, struct req **out, uint32
 }
 
 /*
- * Background pauses after this many fetches or installs in a row failed:
- * the source looks dead, and claiming more would only move every page of
- * the VM onto the retry list.  Any success resumes it, so a source that
- * lacks some pages for good (they fail, the others succeed) does not stop
- * the fill.
+ * Background pauses after 4 * workers first attempts in a row failed (new
+ * runs, or pages of a failed run tried alone): the source looks dead, and
+ * claiming more would only move every page of the VM onto the retry list.
+ * Retries of pages that already failed alone do not count, so pages a
+ * source lacks for good do not keep it paused; any success resumes it.
+ * While paused, one run is claimed per probe interval to find out whether
+ * the source is back.  Called under e->lock.
  */
-static bool source_failing(struct gmfp_engine *e)
+static bool background_allowed(struct gmfp_engine *e, uint64_t now)
 {
-	return atomic_load(&e->fail_streak) >= 4 * e->o.workers;
+	uint64_t gap = (e->o.retry_max_ms < 100 ? 100 : e->o.retry_max_ms) * 1000000ull;
+
+	if (atomic_load(&e->fail_streak) < 4 * e->o.workers)
+		return true;
+	if (now < e->next_probe_ns)
+		return false;
+	e->next_probe_ns = now + gap;
+	return true;
 }
 
 /* A due retry, under e->lock; demand ones first. */
@@ -907,7 +917,7 @@ static void serve_run(struct gmfp_engine *e, struct worker_buf *w, struct req **
 	rcu_read_unlock();
 	if (!r)
 		atomic_store(&e->fail_streak, 0);
-	else
+	else if (n > 1 || !v[0]->attempts)
 		atomic_fetch_add(&e->fail_streak, 1);
 	if (r) {
 		if (r == -EEXIST)	/* raced with a MARK without SKIP: present */
@@ -995,7 +1005,7 @@ static bool worker_step(struct gmfp_engine *e, struct worker_buf *w, uint64_t *d
 	pthread_mutex_lock(&e->lock);
 	now = gmfp_now_ns();
 	bg_ok = !e->bg_done && cds_wfcq_empty(&e->dq_head, &e->dq_tail) &&
-		!source_failing(e);
+		background_allowed(e, now);
 	if (bg_ok && w->bg_turn) {
 		rcu_read_lock();
 		n = claim_background(e, w->v, e->o.max_batch);

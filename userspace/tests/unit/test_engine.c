@@ -668,34 +668,43 @@ static void test_dead_source_bounded(void **state)
  * A source that lacks every odd page: runs containing one fail as a whole,
  * yet every even page arrives promptly and the odd ones never do.
  */
-static void test_partial_source(void **state)
+static void partial_source(unsigned int workers, uint32_t retry_min, uint32_t retry_max,
+			   uint64_t npages)
 {
 	GMFP_OPTS_INIT(struct gmfp_engine_opts, o);
 	struct engine_fix x;
 	uint64_t i, n = 0;
 	int k;
 
-	(void)state;
-	o.workers = 2;
+	o.workers = workers;
 	o.max_batch = 16;
 	o.bg_order = GMFP_BG_SEQUENTIAL;
-	o.retry_min_ms = 20;
-	o.retry_max_ms = 100;
-	fix_init(&x, 1024, &o);
+	o.retry_min_ms = retry_min;
+	o.retry_max_ms = retry_max;
+	fix_init(&x, npages, &o);
 	x.sc.fail_odd = true;
 	assert_int_equal(gmfp_engine_start(x.e), 0);
-	for (k = 0; k < 2000 && n < 512; k++) {
+	for (k = 0; k < 2000 && n < npages / 2; k++) {
 		usleep(10000);
 		pthread_mutex_lock(&x.f->lock);
-		for (n = 0, i = 0; i < 1024; i++)
+		for (n = 0, i = 0; i < npages; i++)
 			n += x.f->present[i];
 		pthread_mutex_unlock(&x.f->lock);
 	}
 	gmfp_engine_stop(x.e);
-	assert_int_equal(n, 512);
-	for (i = 0; i < 1024; i++)
+	assert_int_equal(n, npages / 2);
+	for (i = 0; i < npages; i++)
 		assert_int_equal(x.f->present[i], i % 2 == 0);
 	fix_fini(&x);
+}
+
+static void test_partial_source(void **state)
+{
+	(void)state;
+	partial_source(2, 20, 100, 1024);
+	/* one worker, default backoff: the retries of the bad pages alone
+	 * must not keep background paused */
+	partial_source(1, 0, 0, 2048);
 }
 
 /* A source that fails a few times, then recovers: everything completes. */
