@@ -696,19 +696,27 @@ static uint32_t claim_background(struct gmfp_engine *e, struct req **out, uint32
  * claiming more would only move every page of the VM onto the retry list.
  * Retries of pages that already failed alone do not count, so pages a
  * source lacks for good do not keep it paused; any success resumes it.
- * While paused, one run is claimed per probe interval to find out whether
- * the source is back.  Called under e->lock.
+ * While paused, one run is claimed per probe interval (before any retry)
+ * to find out whether the source is back.
  */
-static bool background_allowed(struct gmfp_engine *e, uint64_t now)
+static bool background_paused(struct gmfp_engine *e)
+{
+	return atomic_load(&e->fail_streak) >= 4 * e->o.workers;
+}
+
+/* Under e->lock: claim a background run, as a probe if paused. */
+static uint32_t claim_bg_run(struct gmfp_engine *e, struct req **v, uint64_t now,
+			     bool paused)
 {
 	uint64_t gap = (e->o.retry_max_ms < 100 ? 100 : e->o.retry_max_ms) * 1000000ull;
+	uint32_t n;
 
-	if (atomic_load(&e->fail_streak) < 4 * e->o.workers)
-		return true;
-	if (now < e->next_probe_ns)
-		return false;
-	e->next_probe_ns = now + gap;
-	return true;
+	rcu_read_lock();
+	n = claim_background(e, v, e->o.max_batch);
+	rcu_read_unlock();
+	if (n && paused)
+		e->next_probe_ns = now + gap;
+	return n;
 }
 
 /* A due retry, under e->lock; demand ones first. */
@@ -978,7 +986,7 @@ static bool worker_step(struct gmfp_engine *e, struct worker_buf *w, uint64_t *d
 	uint64_t now;
 	struct req *r;
 	uint32_t n;
-	bool bg_ok;
+	bool bg_ok, paused;
 
 	*due = UINT64_MAX;
 	/* 1. demand, always first */
@@ -1004,20 +1012,18 @@ static bool worker_step(struct gmfp_engine *e, struct worker_buf *w, uint64_t *d
 	n = 0;
 	pthread_mutex_lock(&e->lock);
 	now = gmfp_now_ns();
+	paused = background_paused(e);
 	bg_ok = !e->bg_done && cds_wfcq_empty(&e->dq_head, &e->dq_tail) &&
-		background_allowed(e, now);
-	if (bg_ok && w->bg_turn) {
-		rcu_read_lock();
-		n = claim_background(e, w->v, e->o.max_batch);
-		rcu_read_unlock();
-	}
+		(!paused || now >= e->next_probe_ns);
+	if (bg_ok && (w->bg_turn || paused))
+		n = claim_bg_run(e, w->v, now, paused);
 	if (!n)
 		r = take_retry(e, now, due);
-	if (!n && !r && bg_ok && !w->bg_turn) {
-		rcu_read_lock();
-		n = claim_background(e, w->v, e->o.max_batch);
-		rcu_read_unlock();
-	}
+	if (!n && !r && bg_ok && !w->bg_turn && !paused)
+		n = claim_bg_run(e, w->v, now, paused);
+	/* paused: wake up for the next probe too */
+	if (paused && !e->bg_done && e->next_probe_ns < *due)
+		*due = e->next_probe_ns > now ? e->next_probe_ns : now;
 	pthread_mutex_unlock(&e->lock);
 	if (r) {
 		w->bg_turn = true;

@@ -7,12 +7,16 @@
  * refuses present pages, accessors wait until their page is present.  The
  * real kernel is exercised by tests/vm/.  Also built under TSan.
  */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "unit.h"
+#include "gmfp_wire.h"
 
 #define PG GMFP_PAGE_SIZE
 
@@ -698,6 +702,109 @@ static void partial_source(unsigned int workers, uint32_t retry_min, uint32_t re
 	fix_fini(&x);
 }
 
+/* A page server on loopback whose source lacks the odd pages. */
+struct lserver {
+	int lfd;
+	struct gmfp_source *src;
+	struct src_ctx sc;
+	uint64_t size;
+	pthread_t t;
+	int conns[8];
+	int nconns;
+};
+
+static void *conn_main(void *arg)
+{
+	struct lserver *ls = arg;
+	GMFP_OPTS_INIT(struct gmfp_serve_opts, so);
+	int fd = ls->conns[ls->nconns - 1];
+
+	so.src = ls->src;
+	so.nr_regions = 1;
+	so.region_sizes = &ls->size;
+	gmfp_wire_serve(fd, &so);
+	return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+	struct lserver *ls = arg;
+	pthread_t t[8];
+	int i, n = 0;
+
+	while (n < 2) {
+		int fd = accept(ls->lfd, NULL, NULL);
+
+		if (fd < 0)
+			break;
+		ls->conns[ls->nconns++] = fd;
+		pthread_create(&t[n++], NULL, conn_main, ls);
+		usleep(1000);	/* conn_main has read its fd */
+	}
+	for (i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	return NULL;
+}
+
+static void test_partial_tcp_source(void **state)
+{
+	GMFP_OPTS_INIT(struct gmfp_engine_opts, o);
+	GMFP_OPTS_INIT(struct gmfp_tcp_opts, to);
+	struct lserver ls;
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t al = sizeof(a);
+	struct engine_fix x;
+	struct gmfp_source *tcp;
+	char port[16];
+	uint64_t i, n = 0;
+	int k;
+
+	(void)state;
+	memset(&ls, 0, sizeof(ls));
+	ls.sc.fail_odd = true;
+	ls.sc.fail_page = UINT64_MAX;
+	ls.size = 1024 * PG;
+	ls.src = src_new(&ls.sc);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ls.lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(bind(ls.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(ls.lfd, 4), 0);
+	assert_int_equal(getsockname(ls.lfd, (struct sockaddr *)&a, &al), 0);
+	snprintf(port, sizeof(port), "%u", ntohs(a.sin_port));
+	assert_int_equal(pthread_create(&ls.t, NULL, accept_main, &ls), 0);
+	to.port = port;
+	to.nr_regions = 1;
+	to.region_sizes = &ls.size;
+	assert_int_equal(gmfp_source_tcp(&tcp, &to), 0);
+	o.workers = 2;
+	o.max_batch = 16;
+	o.bg_order = GMFP_BG_SEQUENTIAL;
+	fix_init(&x, 1024, &o);
+	/* the engine serves from the TCP source instead of the fixture's */
+	gmfp_engine_destroy(x.e);
+	assert_int_equal(gmfp_engine_new(&x.e, tcp, &o), 0);
+	gmfp_engine_set_kops(x.e, &fake_ops, x.f);
+	assert_int_equal(gmfp_engine_add(x.e, x.f->gmem, NULL), 0);
+	assert_int_equal(gmfp_engine_start(x.e), 0);
+	for (k = 0; k < 2000 && n < 512; k++) {
+		usleep(10000);
+		pthread_mutex_lock(&x.f->lock);
+		for (n = 0, i = 0; i < 1024; i++)
+			n += x.f->present[i];
+		pthread_mutex_unlock(&x.f->lock);
+	}
+	gmfp_engine_stop(x.e);
+	assert_int_equal(n, 512);
+	fix_fini(&x);
+	gmfp_source_destroy(tcp);	/* closes the connections: serve returns */
+	shutdown(ls.lfd, SHUT_RDWR);
+	close(ls.lfd);
+	pthread_join(ls.t, NULL);
+	for (k = 0; k < ls.nconns; k++)
+		close(ls.conns[k]);
+	gmfp_source_destroy(ls.src);
+}
+
 static void test_partial_source(void **state)
 {
 	(void)state;
@@ -972,6 +1079,7 @@ int main(void)
 		cmocka_unit_test(test_fail_closed),
 		cmocka_unit_test(test_dead_source_bounded),
 		cmocka_unit_test(test_partial_source),
+		cmocka_unit_test(test_partial_tcp_source),
 		cmocka_unit_test(test_transient_errors),
 		cmocka_unit_test(test_demand_call),
 		cmocka_unit_test(test_around_demand),
