@@ -719,7 +719,24 @@ static uint32_t claim_bg_run(struct gmfp_engine *e, struct req **v, uint64_t now
 	return n;
 }
 
-/* A due retry, under e->lock; demand ones first. */
+/* A due retry, under e->lock. */
+/*
+ * Of the due retries: demand first, then the one due the longest.  Not the
+ * first in the list: failures are pushed at its head, so pages a source
+ * lacks for good, due again after each short backoff, would always come
+ * first and starve the rest.
+ */
+static bool better_retry(struct req *r, struct req *best)
+{
+	bool d = atomic_load(&r->demand);
+
+	if (!best)
+		return true;
+	if (d != atomic_load(&best->demand))
+		return d;
+	return r->not_before_ns < best->not_before_ns;
+}
+
 static struct req *take_retry(struct gmfp_engine *e, uint64_t now, uint64_t *next_due)
 {
 	struct req **pp, **best = NULL;
@@ -732,7 +749,7 @@ static struct req *take_retry(struct gmfp_engine *e, uint64_t now, uint64_t *nex
 				*next_due = r->not_before_ns;
 			continue;
 		}
-		if (!best || (atomic_load(&r->demand) && !atomic_load(&(*best)->demand)))
+		if (better_retry(r, best ? *best : NULL))
 			best = pp;
 	}
 	if (best) {
