@@ -673,7 +673,7 @@ static void test_dead_source_bounded(void **state)
  * yet every even page arrives promptly and the odd ones never do.
  */
 static void partial_source(unsigned int workers, uint32_t retry_min, uint32_t retry_max,
-			   uint64_t npages)
+			   uint64_t npages, uint32_t sleep_us)
 {
 	GMFP_OPTS_INIT(struct gmfp_engine_opts, o);
 	struct engine_fix x;
@@ -687,6 +687,7 @@ static void partial_source(unsigned int workers, uint32_t retry_min, uint32_t re
 	o.retry_max_ms = retry_max;
 	fix_init(&x, npages, &o);
 	x.sc.fail_odd = true;
+	x.sc.sleep_us = sleep_us;
 	assert_int_equal(gmfp_engine_start(x.e), 0);
 	for (k = 0; k < 2000 && n < npages / 2; k++) {
 		usleep(10000);
@@ -808,10 +809,15 @@ static void test_partial_tcp_source(void **state)
 static void test_partial_source(void **state)
 {
 	(void)state;
-	partial_source(2, 20, 100, 1024);
+	partial_source(2, 20, 100, 1024, 0);
 	/* one worker, default backoff: the retries of the bad pages alone
 	 * must not keep background paused */
-	partial_source(1, 0, 0, 2048);
+	partial_source(1, 0, 0, 2048, 0);
+	/*
+	 * a slow source and short backoffs: the bad pages are due again
+	 * faster than they are served, and must not starve the good ones
+	 */
+	partial_source(1, 1, 4, 512, 1000);
 }
 
 /* A source that fails a few times, then recovers: everything completes. */
