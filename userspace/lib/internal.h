@@ -217,6 +217,44 @@ void gmfp_around_reset(struct gmfp_around *a, uint64_t center);
  */
 bool gmfp_around_next(struct gmfp_around *a, uint64_t npages, uint64_t *first);
 
+/* ---- little-endian fields of the wire and pager protocols ---- */
+/* Byte by byte: no unaligned loads, the same result on any host. */
+static inline uint16_t gmfp_get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static inline uint32_t gmfp_get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t gmfp_get64(const uint8_t *p)
+{
+	return (uint64_t)gmfp_get32(p) | (uint64_t)gmfp_get32(p + 4) << 32;
+}
+
+static inline void gmfp_put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void gmfp_put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static inline void gmfp_put64(uint8_t *p, uint64_t v)
+{
+	gmfp_put32(p, (uint32_t)v);
+	gmfp_put32(p + 4, (uint32_t)(v >> 32));
+}
+
 /* ---- bitmaps ---- */
 static inline bool gmfp_test_bit(const _Atomic uint64_t *map, uint64_t i)
 {

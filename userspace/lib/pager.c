@@ -32,42 +32,6 @@
 #define ATTACH_TIMEOUT_MS 30000
 #define MAX_ERRNO	4095
 
-static inline uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static inline uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-static inline uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
-static inline void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static inline void put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static inline void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
-}
-
 static bool all_zero(const uint8_t *p, size_t n)
 {
 	while (n--)
@@ -186,11 +150,11 @@ int gmfp_pager_check_attach(const struct gmfp_pager_attach_msg *a, uint32_t *reg
 
 static void put_hdr(uint8_t *p, uint16_t type, uint32_t length)
 {
-	put32(p, GMFP_PAGER_MAGIC);
-	put16(p + 4, GMFP_PAGER_VERSION);
-	put16(p + 6, type);
-	put32(p + 8, length);
-	put32(p + 12, 0);
+	gmfp_put32(p, GMFP_PAGER_MAGIC);
+	gmfp_put16(p + 4, GMFP_PAGER_VERSION);
+	gmfp_put16(p + 6, type);
+	gmfp_put32(p + 8, length);
+	gmfp_put32(p + 12, 0);
 }
 
 /* The size a message of @m's type and contents needs, or -EINVAL. */
@@ -226,15 +190,15 @@ static void encode_attach(uint8_t *p, const struct gmfp_pager_attach_msg *a)
 {
 	uint32_t i;
 
-	put32(p, a->nr_regions);
-	put32(p + 4, a->source);
-	put32(p + 8, a->workers);
-	put32(p + 12, a->max_batch);
-	put32(p + 16, a->demand_readahead);
-	put32(p + 20, a->bg_order);
-	put32(p + 24, a->flags);
-	put32(p + 28, a->tcp_timeout_ms);
-	put32(p + 32, a->tcp_connect_timeout_ms);
+	gmfp_put32(p, a->nr_regions);
+	gmfp_put32(p + 4, a->source);
+	gmfp_put32(p + 8, a->workers);
+	gmfp_put32(p + 12, a->max_batch);
+	gmfp_put32(p + 16, a->demand_readahead);
+	gmfp_put32(p + 20, a->bg_order);
+	gmfp_put32(p + 24, a->flags);
+	gmfp_put32(p + 28, a->tcp_timeout_ms);
+	gmfp_put32(p + 32, a->tcp_connect_timeout_ms);
 	/* reserved[3] and the string padding stay zero */
 	memcpy(p + 48, a->host, strlen(a->host));
 	memcpy(p + 48 + GMFP_PAGER_HOST_MAX, a->port, strlen(a->port));
@@ -242,11 +206,11 @@ static void encode_attach(uint8_t *p, const struct gmfp_pager_attach_msg *a)
 	for (i = 0; i < a->nr_regions; i++, p += GMFP_PAGER_REGION_SIZE) {
 		const struct gmfp_pager_wire_region *r = &a->regions[i];
 
-		put64(p, r->gmem_offset);
-		put64(p + 8, r->size);
-		put64(p + 16, r->gpa);
-		put64(p + 24, r->file_offset);
-		put32(p + 32, r->flags);
+		gmfp_put64(p, r->gmem_offset);
+		gmfp_put64(p + 8, r->size);
+		gmfp_put64(p + 16, r->gpa);
+		gmfp_put64(p + 24, r->file_offset);
+		gmfp_put32(p + 32, r->flags);
 	}
 }
 
@@ -270,20 +234,20 @@ ssize_t gmfp_pager_encode(void *buf, size_t len, const struct gmfp_pager_msg *m)
 		encode_attach(b, &m->u.attach);
 		break;
 	case GMFP_PAGER_ATTACHED:
-		put32(b, m->u.attached.session);
-		put32(b + 4, m->u.attached.nr_gmems);
-		put64(b + 8, m->u.attached.pages_total);
-		put64(b + 16, m->u.attached.pages_present);
+		gmfp_put32(b, m->u.attached.session);
+		gmfp_put32(b + 4, m->u.attached.nr_gmems);
+		gmfp_put64(b + 8, m->u.attached.pages_total);
+		gmfp_put64(b + 16, m->u.attached.pages_present);
 		break;
 	case GMFP_PAGER_STATUS_REPLY:
-		put32(b, m->u.status.len);
+		gmfp_put32(b, m->u.status.len);
 		if (m->u.status.len)
 			memcpy(b + STATUS_FIXED, m->u.status.json, m->u.status.len);
 		break;
 	case GMFP_PAGER_ERROR:
-		put32(b, (uint32_t)-m->u.error.err);
-		put32(b + 4, m->u.error.region);
-		put16(b + 8, m->u.error.version ? m->u.error.version : GMFP_PAGER_VERSION);
+		gmfp_put32(b, (uint32_t)-m->u.error.err);
+		gmfp_put32(b + 4, m->u.error.region);
+		gmfp_put16(b + 8, m->u.error.version ? m->u.error.version : GMFP_PAGER_VERSION);
 		memcpy(b + 16, m->u.error.msg, strlen(m->u.error.msg));
 		break;
 	default:	/* empty bodies */
@@ -298,19 +262,19 @@ static int decode_attach(const uint8_t *p, size_t body, struct gmfp_pager_attach
 
 	if (body < GMFP_PAGER_ATTACH_FIXED)
 		return -EBADMSG;
-	a->nr_regions = get32(p);
+	a->nr_regions = gmfp_get32(p);
 	/* the size must be exactly what nr_regions says, before we look further */
 	if (!a->nr_regions || a->nr_regions > GMFP_PAGER_MAX_REGIONS ||
 	    body != attach_size(a->nr_regions) - GMFP_PAGER_HDR_SIZE)
 		return -EBADMSG;
-	a->source = get32(p + 4);
-	a->workers = get32(p + 8);
-	a->max_batch = get32(p + 12);
-	a->demand_readahead = get32(p + 16);
-	a->bg_order = get32(p + 20);
-	a->flags = get32(p + 24);
-	a->tcp_timeout_ms = get32(p + 28);
-	a->tcp_connect_timeout_ms = get32(p + 32);
+	a->source = gmfp_get32(p + 4);
+	a->workers = gmfp_get32(p + 8);
+	a->max_batch = gmfp_get32(p + 12);
+	a->demand_readahead = gmfp_get32(p + 16);
+	a->bg_order = gmfp_get32(p + 20);
+	a->flags = gmfp_get32(p + 24);
+	a->tcp_timeout_ms = gmfp_get32(p + 28);
+	a->tcp_connect_timeout_ms = gmfp_get32(p + 32);
 	if (!all_zero(p + 36, 12))
 		return -EBADMSG;
 	memcpy(a->host, p + 48, GMFP_PAGER_HOST_MAX);
@@ -322,12 +286,12 @@ static int decode_attach(const uint8_t *p, size_t body, struct gmfp_pager_attach
 	for (i = 0; i < a->nr_regions; i++, p += GMFP_PAGER_REGION_SIZE) {
 		struct gmfp_pager_wire_region *r = &a->regions[i];
 
-		r->gmem_offset = get64(p);
-		r->size = get64(p + 8);
-		r->gpa = get64(p + 16);
-		r->file_offset = get64(p + 24);
-		r->flags = get32(p + 32);
-		if (get32(p + 36))
+		r->gmem_offset = gmfp_get64(p);
+		r->size = gmfp_get64(p + 8);
+		r->gpa = gmfp_get64(p + 16);
+		r->file_offset = gmfp_get64(p + 24);
+		r->flags = gmfp_get32(p + 32);
+		if (gmfp_get32(p + 36))
 			return -EBADMSG;
 	}
 	return gmfp_pager_check_attach(a, NULL, NULL);
@@ -345,16 +309,16 @@ ssize_t gmfp_pager_decode(const void *buf, size_t len, struct gmfp_pager_msg *m)
 	memset(m, 0, sizeof(*m));
 	if (len > GMFP_PAGER_MAX_MSG)
 		return -EMSGSIZE;
-	if (len < GMFP_PAGER_HDR_SIZE || get32(p) != GMFP_PAGER_MAGIC)
+	if (len < GMFP_PAGER_HDR_SIZE || gmfp_get32(p) != GMFP_PAGER_MAGIC)
 		return -EBADMSG;
-	m->version = get16(p + 4);
-	m->type = get16(p + 6);
+	m->version = gmfp_get16(p + 4);
+	m->type = gmfp_get16(p + 6);
 	if (m->version != GMFP_PAGER_VERSION)
 		return -EPROTONOSUPPORT;
-	length = get32(p + 8);
+	length = gmfp_get32(p + 8);
 	if (length > GMFP_PAGER_MAX_MSG)
 		return -EMSGSIZE;
-	if (length != len || get32(p + 12))
+	if (length != len || gmfp_get32(p + 12))
 		return -EBADMSG;
 	b = p + GMFP_PAGER_HDR_SIZE;
 	body = len - GMFP_PAGER_HDR_SIZE;
@@ -363,12 +327,12 @@ ssize_t gmfp_pager_decode(const void *buf, size_t len, struct gmfp_pager_msg *m)
 		r = decode_attach(b, body, &m->u.attach);
 		break;
 	case GMFP_PAGER_ATTACHED:
-		if (body != ATTACHED_BODY || get64(b + 24))
+		if (body != ATTACHED_BODY || gmfp_get64(b + 24))
 			return -EBADMSG;
-		m->u.attached.session = get32(b);
-		m->u.attached.nr_gmems = get32(b + 4);
-		m->u.attached.pages_total = get64(b + 8);
-		m->u.attached.pages_present = get64(b + 16);
+		m->u.attached.session = gmfp_get32(b);
+		m->u.attached.nr_gmems = gmfp_get32(b + 4);
+		m->u.attached.pages_total = gmfp_get64(b + 8);
+		m->u.attached.pages_present = gmfp_get64(b + 16);
 		break;
 	case GMFP_PAGER_STATUS:
 	case GMFP_PAGER_DETACH:
@@ -377,9 +341,9 @@ ssize_t gmfp_pager_decode(const void *buf, size_t len, struct gmfp_pager_msg *m)
 			return -EBADMSG;
 		break;
 	case GMFP_PAGER_STATUS_REPLY:
-		if (body < STATUS_FIXED || get32(b + 4))
+		if (body < STATUS_FIXED || gmfp_get32(b + 4))
 			return -EBADMSG;
-		m->u.status.len = get32(b);
+		m->u.status.len = gmfp_get32(b);
 		if (m->u.status.len > GMFP_PAGER_MAX_JSON ||
 		    body != STATUS_FIXED + (size_t)m->u.status.len)
 			return -EBADMSG;
@@ -388,11 +352,11 @@ ssize_t gmfp_pager_decode(const void *buf, size_t len, struct gmfp_pager_msg *m)
 	case GMFP_PAGER_ERROR:
 		if (body != ERROR_BODY)
 			return -EBADMSG;
-		err = get32(b);
-		m->u.error.region = get32(b + 4);
-		m->u.error.version = get16(b + 8);
-		if (!err || err > MAX_ERRNO || !m->u.error.version || get16(b + 10) ||
-		    get32(b + 12))
+		err = gmfp_get32(b);
+		m->u.error.region = gmfp_get32(b + 4);
+		m->u.error.version = gmfp_get16(b + 8);
+		if (!err || err > MAX_ERRNO || !m->u.error.version || gmfp_get16(b + 10) ||
+		    gmfp_get32(b + 12))
 			return -EBADMSG;
 		m->u.error.err = -(int32_t)err;
 		memcpy(m->u.error.msg, b + 16, GMFP_PAGER_ERRMSG_MAX);

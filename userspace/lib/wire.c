@@ -27,42 +27,6 @@
 /* u32 page_size, u32 nr_regions, u32 pad: how HELLO and WELCOME end. */
 #define LAYOUT_FIXED	12
 
-static inline uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static inline uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-static inline uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
-static inline void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static inline void put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static inline void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
-}
-
 static inline uint32_t zero_words(uint32_t npages)
 {
 	return GMFP_DIV_ROUND_UP(npages, 64);
@@ -78,16 +42,16 @@ static inline uint64_t last_word_mask(uint32_t npages)
 static void get_range(const uint8_t *p, uint32_t *region, uint64_t *pgoff,
 		      uint32_t *npages)
 {
-	*region = get32(p);
-	*npages = get32(p + 4);
-	*pgoff = get64(p + 8);
+	*region = gmfp_get32(p);
+	*npages = gmfp_get32(p + 4);
+	*pgoff = gmfp_get64(p + 8);
 }
 
 static void put_range(uint8_t *p, uint32_t region, uint64_t pgoff, uint32_t npages)
 {
-	put32(p, region);
-	put32(p + 4, npages);
-	put64(p + 8, pgoff);
+	gmfp_put32(p, region);
+	gmfp_put32(p + 4, npages);
+	gmfp_put64(p + 8, pgoff);
 }
 
 /*
@@ -129,9 +93,9 @@ static int check_length(uint8_t type, uint32_t length)
  */
 static int decode_layout(const uint8_t *p, uint32_t room, struct gmfp_wire_msg *m)
 {
-	uint32_t nr = get32(p + 4);
+	uint32_t nr = gmfp_get32(p + 4);
 
-	if (get32(p) != GMFP_PAGE_SIZE || get32(p + 8))
+	if (gmfp_get32(p) != GMFP_PAGE_SIZE || gmfp_get32(p + 8))
 		return -EBADMSG;
 	/* nr is bounded first: 8 * nr cannot overflow */
 	if (nr > GMFP_WIRE_MAX_REGIONS || room != LAYOUT_FIXED + 8 * nr)
@@ -144,8 +108,8 @@ static int decode_layout(const uint8_t *p, uint32_t room, struct gmfp_wire_msg *
 
 static int decode_hello(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *m)
 {
-	m->u.hello.min_version = get16(p);
-	m->u.hello.max_version = get16(p + 2);
+	m->u.hello.min_version = gmfp_get16(p);
+	m->u.hello.max_version = gmfp_get16(p + 2);
 	m->u.hello.channel = p[4];
 	if (p[5] || p[6] || p[7])
 		return -EBADMSG;
@@ -157,8 +121,8 @@ static int decode_hello(const uint8_t *p, uint32_t length, struct gmfp_wire_msg 
 
 static int decode_welcome(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *m)
 {
-	m->u.welcome.min_version = m->u.welcome.max_version = get16(p);
-	if (get16(p + 2))
+	m->u.welcome.min_version = m->u.welcome.max_version = gmfp_get16(p);
+	if (gmfp_get16(p + 2))
 		return -EBADMSG;
 	return decode_layout(p + 4, length - 4, m);
 }
@@ -177,7 +141,7 @@ static int decode_data(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *
 	if (length < DATA_FIXED + 8 * words)
 		return -EBADMSG;
 	for (i = 0; i < words; i++) {
-		uint64_t w = get64(z + 8 * i);
+		uint64_t w = gmfp_get64(z + 8 * i);
 
 		if (i == words - 1 && (w & ~last_word_mask(npages)))
 			return -EBADMSG;
@@ -195,10 +159,10 @@ static int decode_data(const uint8_t *p, uint32_t length, struct gmfp_wire_msg *
 static int decode_error(const uint8_t *p, struct gmfp_wire_msg *m)
 {
 	get_range(p, &m->u.error.region, &m->u.error.pgoff, &m->u.error.npages);
-	m->u.error.err = (int32_t)get32(p + 16);
+	m->u.error.err = (int32_t)gmfp_get32(p + 16);
 	/* npages 0: an ERROR that answers no REQ (a refused HELLO) */
 	if (m->u.error.npages > GMFP_WIRE_MAX_PAGES || m->u.error.err <= 0 ||
-	    get32(p + 20))
+	    gmfp_get32(p + 20))
 		return -EBADMSG;
 	return 0;
 }
@@ -212,15 +176,15 @@ ssize_t gmfp_wire_decode(const void *buf, size_t len, struct gmfp_wire_msg *m)
 
 	if (len < GMFP_WIRE_HDR_SIZE)
 		return 0;
-	if (get32(p) != GMFP_WIRE_MAGIC)
+	if (gmfp_get32(p) != GMFP_WIRE_MAGIC)
 		return -EBADMSG;
 	if (p[4] != GMFP_WIRE_VERSION)
 		return -EPROTONOSUPPORT;
-	if (get16(p + 6))
+	if (gmfp_get16(p + 6))
 		return -EBADMSG;
 	if (p[5] < GMFP_WIRE_HELLO || p[5] > GMFP_WIRE_BYE)
 		return -EBADMSG;
-	length = get32(p + 8);
+	length = gmfp_get32(p + 8);
 	if (length > GMFP_WIRE_MAX_PAYLOAD)
 		return -EMSGSIZE;
 	r = check_length(p[5], length);
@@ -234,7 +198,7 @@ ssize_t gmfp_wire_decode(const void *buf, size_t len, struct gmfp_wire_msg *m)
 	d.type = p[5];
 	d.version = p[4];
 	d.length = length;
-	d.seq = get32(p + 12);
+	d.seq = gmfp_get32(p + 12);
 	switch (d.type) {
 	case GMFP_WIRE_HELLO:
 		r = decode_hello(pl, length, &d);
@@ -269,7 +233,7 @@ uint64_t gmfp_wire_region_size(const struct gmfp_wire_msg *m, uint32_t i)
 	if (!m || (m->type != GMFP_WIRE_HELLO && m->type != GMFP_WIRE_WELCOME) ||
 	    i >= m->u.hello.nr_regions || !m->u.hello.region_sizes)
 		return 0;
-	return get64((const uint8_t *)m->u.hello.region_sizes + 8 * (size_t)i);
+	return gmfp_get64((const uint8_t *)m->u.hello.region_sizes + 8 * (size_t)i);
 }
 
 bool gmfp_wire_layout_is(const struct gmfp_wire_msg *m, uint32_t nr_regions,
@@ -311,12 +275,12 @@ static ssize_t put_hdr(void *buf, size_t len, uint8_t type, uint32_t length,
 		return -EINVAL;
 	if (len < need)
 		return -ENOSPC;
-	put32(p, GMFP_WIRE_MAGIC);
+	gmfp_put32(p, GMFP_WIRE_MAGIC);
 	p[4] = GMFP_WIRE_VERSION;
 	p[5] = type;
-	put16(p + 6, 0);
-	put32(p + 8, length);
-	put32(p + 12, seq);
+	gmfp_put16(p + 6, 0);
+	gmfp_put32(p + 8, length);
+	gmfp_put32(p + 12, seq);
 	return (ssize_t)need;
 }
 
@@ -332,11 +296,11 @@ static void put_layout(uint8_t *p, uint32_t nr_regions, const uint64_t *region_s
 {
 	uint32_t i;
 
-	put32(p, GMFP_PAGE_SIZE);
-	put32(p + 4, nr_regions);
-	put32(p + 8, 0);
+	gmfp_put32(p, GMFP_PAGE_SIZE);
+	gmfp_put32(p + 4, nr_regions);
+	gmfp_put32(p + 8, 0);
 	for (i = 0; i < nr_regions; i++)
-		put64(p + LAYOUT_FIXED + 8 * (size_t)i, region_sizes[i]);
+		gmfp_put64(p + LAYOUT_FIXED + 8 * (size_t)i, region_sizes[i]);
 }
 
 /*
@@ -375,8 +339,8 @@ ssize_t gmfp_wire_encode_hello(void *buf, size_t len, uint32_t seq,
 		return n;
 	p += GMFP_WIRE_HDR_SIZE;
 	/* this implementation speaks exactly version 1 */
-	put16(p, GMFP_WIRE_VERSION);
-	put16(p + 2, GMFP_WIRE_VERSION);
+	gmfp_put16(p, GMFP_WIRE_VERSION);
+	gmfp_put16(p + 2, GMFP_WIRE_VERSION);
 	p[4] = channel;
 	p[5] = p[6] = p[7] = 0;
 	return n;
@@ -393,8 +357,8 @@ ssize_t gmfp_wire_encode_welcome(void *buf, size_t len, uint32_t seq,
 	if (n < 0)
 		return n;
 	p += GMFP_WIRE_HDR_SIZE;
-	put16(p, GMFP_WIRE_VERSION);
-	put16(p + 2, 0);
+	gmfp_put16(p, GMFP_WIRE_VERSION);
+	gmfp_put16(p + 2, 0);
 	return n;
 }
 
@@ -448,7 +412,7 @@ ssize_t gmfp_wire_encode_data(void *buf, size_t len, uint32_t seq, uint32_t regi
 		return n;
 	p += GMFP_WIRE_HDR_SIZE;
 	for (i = 0; i < words; i++)
-		put64(p + DATA_FIXED + 8 * i, zero ? zero[i] : 0);
+		gmfp_put64(p + DATA_FIXED + 8 * i, zero ? zero[i] : 0);
 
 	/* the non-zero pages, one memcpy() per run of them */
 	out = p + DATA_FIXED + 8 * words;
@@ -480,8 +444,8 @@ ssize_t gmfp_wire_encode_error(void *buf, size_t len, uint32_t seq, uint32_t reg
 	if (n < 0)
 		return n;
 	p += GMFP_WIRE_HDR_SIZE;
-	put32(p + 16, (uint32_t)err);
-	put32(p + 20, 0);
+	gmfp_put32(p + 16, (uint32_t)err);
+	gmfp_put32(p + 20, 0);
 	return n;
 }
 
