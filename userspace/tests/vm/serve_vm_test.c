@@ -383,7 +383,10 @@ static void test_postcopy(void)
 	CHECK_EQ(vt_vcpus_start(&dst), 0);
 	usleep(100000);
 	CHECK_EQ(gmfp_engine_start(e), 0);
-	vt_vcpus_join(&dst);
+	if (vt_vcpus_join_timeout(&dst, 120000)) {
+		vt_dump_stuck(&dst, e, cnt.tcp);
+		CHECK(0, "the vCPUs did not finish in 120 s");
+	}
 	for (i = 0; i < dst.nr_vcpus; i++) {
 		CHECK_EQ(dst.vcpus[i].result, 0);
 		CHECK_EQ(dst.vcpus[i].sum,

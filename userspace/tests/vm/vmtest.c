@@ -343,6 +343,54 @@ void vt_vcpus_join(struct vt_vm *v)
 		pthread_join(v->vcpus[i].thread, NULL);
 }
 
+int vt_vcpus_join_timeout(struct vt_vm *v, int timeout_ms)
+{
+	struct timespec ts;
+	int i;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	for (i = 0; i < v->nr_vcpus; i++)
+		if (pthread_timedjoin_np(v->vcpus[i].thread, NULL, &ts))
+			return -ETIMEDOUT;
+	return 0;
+}
+
+void vt_dump_stuck(struct vt_vm *v, struct gmfp_engine *e, struct gmfp_source *s)
+{
+	uint64_t npages = v->size / PG, *bm = calloc((npages + 63) / 64, 8), p;
+	struct gmfp_source_stats ss;
+	struct gmfp_gmem_stats ks;
+	char json[2048];
+	int shown = 0;
+
+	if (e && gmfp_engine_stats_json(e, json, sizeof(json)) > 0)
+		printf("#   stuck: engine %s\n", json);
+	if (s) {
+		gmfp_source_get_stats(s, &ss);
+		printf("#   stuck: source requests %llu pages %llu failures %llu reconnects %llu\n",
+		       (unsigned long long)ss.requests, (unsigned long long)ss.pages,
+		       (unsigned long long)ss.failures, (unsigned long long)ss.reconnects);
+	}
+	if (!gmfp_gmem_stats(v->gmem, &ks))
+		printf("#   stuck: kernel present %llu faults %llu notifications %llu waits %llu "
+		       "wakeups %llu events_queued %llu\n",
+		       (unsigned long long)ks.nr_present, (unsigned long long)ks.faults,
+		       (unsigned long long)ks.notifications, (unsigned long long)ks.waits,
+		       (unsigned long long)ks.wakeups, (unsigned long long)ks.events_queued);
+	if (bm && !gmfp_gmem_bitmap(v->gmem, 0, v->size, bm)) {
+		printf("#   stuck: missing pages:");
+		for (p = 0; p < npages && shown < 32; p++)
+			if (!(bm[p / 64] >> (p % 64) & 1)) {
+				printf(" %llu", (unsigned long long)p);
+				shown++;
+			}
+		printf("\n");
+	}
+	free(bm);
+	fflush(stdout);
+}
+
 void vt_vcpus_kick(struct vt_vm *v)
 {
 	int i;

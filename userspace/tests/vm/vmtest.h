@@ -101,6 +101,13 @@ int vt_vcpu_add(struct vt_vm *v, uint64_t first, uint64_t n);
 /* Run every vCPU on its own thread / join them. */
 int vt_vcpus_start(struct vt_vm *v);
 void vt_vcpus_join(struct vt_vm *v);
+/* The same with a deadline: 0, or -ETIMEDOUT with vCPUs still running. */
+int vt_vcpus_join_timeout(struct vt_vm *v, int timeout_ms);
+/*
+ * After a timeout: what the engine, the kernel and the source say, and the
+ * first pages still missing, on stdout as "#   " lines.
+ */
+void vt_dump_stuck(struct vt_vm *v, struct gmfp_engine *e, struct gmfp_source *s);
 /* Interrupt vCPU threads blocked in KVM_RUN (SIGUSR1) and make them stop. */
 void vt_vcpus_kick(struct vt_vm *v);
 void vt_vm_destroy(struct vt_vm *v);
