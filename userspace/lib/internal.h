@@ -93,6 +93,15 @@ int gmfp_sock_wait(int fd, short events, uint64_t deadline);
 /* All @len bytes of @buf by @deadline: 0, or -errno (EPIPE as such). */
 int gmfp_sock_send_all(int fd, const void *buf, size_t len, uint64_t deadline);
 
+/*
+ * One sendmsg() of @len bytes with @nfds fds as SCM_RIGHTS (at most
+ * GMFP_SOCK_MAX_FDS): its result, or -errno.  For the pager protocol and
+ * the tests that speak it by hand.
+ */
+#define GMFP_SOCK_MAX_FDS 128
+ssize_t gmfp_sock_send_fds(int fd, const void *buf, size_t len, const int *fds,
+			   unsigned int nfds, int flags);
+
 /* Bytes received on a connection and not consumed yet. */
 struct gmfp_sock_rbuf {
 	uint8_t *buf;

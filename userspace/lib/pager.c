@@ -413,42 +413,21 @@ static int connect_pager(const char *path)
 static int send_packet(int fd, const void *buf, size_t len, const int *fds,
 		       unsigned int nfds, uint64_t deadline)
 {
-	union {
-		char b[CMSG_SPACE(sizeof(int) * GMFP_PAGER_MAX_FDS)];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr mh;
 	ssize_t n;
 	int r;
 
 	if (nfds > GMFP_PAGER_MAX_FDS)
 		return -EINVAL;
-	memset(&mh, 0, sizeof(mh));
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.b;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-	}
 	for (;;) {
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		n = gmfp_sock_send_fds(fd, buf, len, fds, nfds, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n == (ssize_t)len)
 			return 0;
 		if (n >= 0)	/* a packet goes whole or not at all */
 			return -EIO;
-		if (errno == EINTR)
+		if (n == -EINTR)
 			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
+		if (n != -EAGAIN && n != -EWOULDBLOCK)
+			return (int)n;
 		r = gmfp_sock_wait(fd, POLLOUT, deadline);
 		if (r)
 			return r;

@@ -111,3 +111,32 @@ void gmfp_sock_consume(struct gmfp_sock_rbuf *rb, size_t n)
 	rb->len -= n;
 	memmove(rb->buf, rb->buf + n, rb->len);
 }
+
+ssize_t gmfp_sock_send_fds(int fd, const void *buf, size_t len, const int *fds,
+			   unsigned int nfds, int flags)
+{
+	union {
+		char b[CMSG_SPACE(sizeof(int) * GMFP_SOCK_MAX_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t n;
+
+	if (nfds > GMFP_SOCK_MAX_FDS)
+		return -EINVAL;
+	if (nfds) {
+		struct cmsghdr *c;
+
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.b;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	}
+	n = sendmsg(fd, &mh, flags);
+	return n < 0 ? -errno : n;
+}

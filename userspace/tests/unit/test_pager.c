@@ -467,29 +467,8 @@ static int t_connect(void)
 /* Send one packet with @nfds fds; returns sendmsg()'s result or -errno. */
 static ssize_t t_send(int fd, const void *buf, size_t len, const int *fds, unsigned int nfds)
 {
-	union {
-		char b[CMSG_SPACE(sizeof(int) * 128)];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t n;
-
-	assert_true(nfds <= 128);
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.b;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-	}
-	n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-	return n < 0 ? -errno : n;
+	assert_true(nfds <= GMFP_SOCK_MAX_FDS);
+	return gmfp_sock_send_fds(fd, buf, len, fds, nfds, MSG_NOSIGNAL);
 }
 
 /*

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "vmtest.h"
 #include "gmfp_pager.h"
 
@@ -320,26 +321,9 @@ static int raw_connect(void)
 
 static void raw_send(int fd, const void *buf, size_t len, const int *fds, unsigned int nfds)
 {
-	union {
-		char b[CMSG_SPACE(sizeof(int) * 80)];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t n = gmfp_sock_send_fds(fd, buf, len, fds, nfds, MSG_NOSIGNAL);
 
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.b;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-	}
-	CHECK(sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)len, "sendmsg: %s", strerror(errno));
+	CHECK(n == (ssize_t)len, "sendmsg: %s", n < 0 ? strerror((int)-n) : "short");
 }
 
 /* The answer to a hostile packet: ERROR @err (its text containing @text), then EOF. */
