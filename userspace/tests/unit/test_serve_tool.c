@@ -384,7 +384,7 @@ static int proc_fds(pid_t pid)
  */
 static bool settle(pid_t pid, int fds)
 {
-	uint64_t dl = now_ms() + 5000;
+	uint64_t dl = now_ms() + 15000;
 
 	while (now_ms() < dl) {
 		if (proc_status(pid, "Threads") == 1 && (fds < 0 || proc_fds(pid) == fds))
