@@ -316,7 +316,7 @@ static void test_dead_source(void)
 	vt_vm_destroy(&v);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	static const struct vt_case cases[] = {
 		{ "wait_policy_file_source_vcpus_and_helpers", test_wait_file },
@@ -334,5 +334,5 @@ int main(void)
 		return 1;
 	}
 	unlink(path);
-	return vt_run("engine_vm_test", cases, sizeof(cases) / sizeof(cases[0]));
+	return vt_run(argc, argv, "engine_vm_test", cases, sizeof(cases) / sizeof(cases[0]));
 }

@@ -662,7 +662,7 @@ static void test_hostile_peers(void)
 	vt_vm_destroy(&good);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	static const struct vt_case cases[] = {
 		{ "lazy_restore_through_the_pager", test_restore_shared },
@@ -680,7 +680,7 @@ int main(void)
 		return 1;
 	}
 	unlink(SOCK_PATH);
-	r = vt_run("pager_vm_test", cases, sizeof(cases) / sizeof(cases[0]));
+	r = vt_run(argc, argv, "pager_vm_test", cases, sizeof(cases) / sizeof(cases[0]));
 	unlink(image_path);
 	return r;
 }

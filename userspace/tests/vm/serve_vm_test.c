@@ -601,7 +601,7 @@ static void test_source_not_present(void)
 	vt_vm_destroy(&src);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	static const struct vt_case cases[] = {
 		{ "postcopy_from_live_guest_memfd", test_postcopy },
@@ -623,5 +623,5 @@ int main(void)
 		return 1;
 	}
 	unlink(path);
-	return vt_run("serve_vm_test", cases, sizeof(cases) / sizeof(cases[0]));
+	return vt_run(argc, argv, "serve_vm_test", cases, sizeof(cases) / sizeof(cases[0]));
 }

@@ -257,7 +257,7 @@ static void test_copy_resumes_after_eintr(void)
 	free(src);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	static const struct vt_case cases[] = {
 		{ "policies_and_create", test_policies_and_create },
@@ -267,5 +267,5 @@ int main(void)
 		{ "copy_resumes_after_eintr", test_copy_resumes_after_eintr },
 	};
 
-	return vt_run("uapi_vm_test", cases, sizeof(cases) / sizeof(cases[0]));
+	return vt_run(argc, argv, "uapi_vm_test", cases, sizeof(cases) / sizeof(cases[0]));
 }

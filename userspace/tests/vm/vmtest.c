@@ -42,27 +42,80 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int vt_run(const char *prog, const struct vt_case *cases, size_t n)
+static void vt_usage(const char *prog, const struct vt_case *cases, size_t n)
 {
-	size_t i, pass = 0, skip = 0;
+	size_t i;
+
+	fprintf(stderr, "usage: %s [-r REPEAT] [-c CASE]...\n"
+		"  -r N     run the selected cases N times (hunting a rare failure)\n"
+		"  -c CASE  run only CASE (may be given more than once)\ncases:\n", prog);
+	for (i = 0; i < n; i++)
+		fprintf(stderr, "  %s\n", cases[i].name);
+}
+
+static bool vt_selected(const char *name, int argc, char **argv)
+{
+	bool any = false;
+	int i;
+
+	for (i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "-c") && i + 1 < argc) {
+			any = true;
+			if (!strcmp(argv[++i], name))
+				return true;
+		}
+	return !any;
+}
+
+int vt_run(int argc, char **argv, const char *prog, const struct vt_case *cases, size_t n)
+{
+	size_t i, pass = 0, skip = 0, total = 0, k = 0;
+	long repeat = 1, r;
+	int a;
+
+	for (a = 1; a < argc; a++) {
+		if (!strcmp(argv[a], "-r") && a + 1 < argc) {
+			repeat = strtol(argv[++a], NULL, 10);
+		} else if (!strcmp(argv[a], "-c") && a + 1 < argc) {
+			a++;
+		} else {
+			vt_usage(prog, cases, n);
+			return 2;
+		}
+	}
+	if (repeat < 1) {
+		vt_usage(prog, cases, n);
+		return 2;
+	}
+	for (i = 0; i < n; i++)
+		total += vt_selected(cases[i].name, argc, argv);
+	if (!total) {
+		vt_usage(prog, cases, n);
+		return 2;
+	}
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	vt_prog = prog;
-	printf("TAP version 13\n1..%zu\n", n);
-	for (i = 0; i < n; i++) {
-		double t0 = now_s();
+	printf("TAP version 13\n1..%zu\n", total * (size_t)repeat);
+	for (r = 0; r < repeat; r++) {
+		for (i = 0; i < n; i++) {
+			double t0 = now_s();
 
-		vt_skipped = 0;
-		vt_index = i;
-		vt_name = cases[i].name;
-		printf("# %s: %s\n", prog, cases[i].name);
-		cases[i].fn();
-		if (vt_skipped) {
-			skip++;
-			printf("ok %zu %s # SKIP (%.1f s)\n", i + 1, cases[i].name, now_s() - t0);
-		} else {
-			pass++;
-			printf("ok %zu %s (%.1f s)\n", i + 1, cases[i].name, now_s() - t0);
+			if (!vt_selected(cases[i].name, argc, argv))
+				continue;
+			vt_skipped = 0;
+			vt_index = k++;
+			vt_name = cases[i].name;
+			printf("# %s: %s\n", prog, cases[i].name);
+			cases[i].fn();
+			if (vt_skipped) {
+				skip++;
+				printf("ok %zu %s # SKIP (%.1f s)\n", k, cases[i].name,
+				       now_s() - t0);
+			} else {
+				pass++;
+				printf("ok %zu %s (%.1f s)\n", k, cases[i].name, now_s() - t0);
+			}
 		}
 	}
 	printf("# %s: %zu passed, 0 failed, %zu skipped\n", prog, pass, skip);

@@ -49,7 +49,7 @@ struct vt_case {
 	const char *name;
 	void (*fn)(void);
 };
-int vt_run(const char *prog, const struct vt_case *cases, size_t n);
+int vt_run(int argc, char **argv, const char *prog, const struct vt_case *cases, size_t n);
 
 /* ---- image: page p word j = vt_word(p, j) ---- */
 static inline uint64_t vt_word(uint64_t p, uint64_t j)
