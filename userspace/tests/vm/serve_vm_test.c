@@ -385,6 +385,9 @@ static void test_postcopy(void)
 	CHECK_EQ(gmfp_engine_start(e), 0);
 	if (vt_vcpus_join_timeout(&dst, 120000)) {
 		vt_dump_stuck(&dst, e, cnt.tcp);
+		vt_dump_threads(srv.pid);
+		for (i = 0; i < NHELPERS; i++)
+			vt_dump_threads(pids[i]);
 		CHECK(0, "the vCPUs did not finish in 120 s");
 	}
 	for (i = 0; i < dst.nr_vcpus; i++) {

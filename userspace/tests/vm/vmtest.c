@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /* Helpers of the in-VM tests: harness, minimal VMM, images, page server. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -409,6 +410,52 @@ int vt_vcpus_join_timeout(struct vt_vm *v, int timeout_ms)
 	return 0;
 }
 
+/*
+ * Every thread of process @pid: name, state, CPU time, where it sleeps in
+ * the kernel (/proc/.../stack needs root and CONFIG_STACKTRACE; both hold
+ * in the test VM).  What a stuck run needs to be told apart: a thread
+ * sleeping for a page that is present (a lost wakeup), or a worker asleep
+ * with work queued, or a thread spinning.
+ */
+void vt_dump_threads(pid_t pid)
+{
+	char path[96], line[512], comm[64], st;
+	unsigned long ut, stt;
+	struct dirent *d;
+	DIR *dir;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	if (!dir)
+		return;
+	while ((d = readdir(dir))) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)pid, d->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fscanf(f, "%*d (%63[^)]) %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+			   comm, &st, &ut, &stt) != 4) {
+			fclose(f);
+			continue;
+		}
+		fclose(f);
+		printf("#   stuck: task %d/%s %s state %c utime %lu stime %lu\n", (int)pid,
+		       d->d_name, comm, st, ut, stt);
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/stack", (int)pid, d->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			printf("#     %s", line);
+		fclose(f);
+	}
+	closedir(dir);
+	fflush(stdout);
+}
+
 void vt_dump_stuck(struct vt_vm *v, struct gmfp_engine *e, struct gmfp_source *s)
 {
 	uint64_t npages = v->size / PG, *bm = calloc((npages + 63) / 64, 8), p;
@@ -441,6 +488,11 @@ void vt_dump_stuck(struct vt_vm *v, struct gmfp_engine *e, struct gmfp_source *s
 		printf("\n");
 	}
 	free(bm);
+	for (p = 0; p < (uint64_t)v->nr_vcpus; p++)
+		printf("#   stuck: vcpu %d result %d np_exits %u intr_exits %u\n",
+		       v->vcpus[p].id, v->vcpus[p].result, v->vcpus[p].np_exits,
+		       v->vcpus[p].intr_exits);
+	vt_dump_threads(getpid());
 	fflush(stdout);
 }
 

@@ -107,6 +107,8 @@ int vt_vcpus_join_timeout(struct vt_vm *v, int timeout_ms);
  * After a timeout: what the engine, the kernel and the source say, and the
  * first pages still missing, on stdout as "#   " lines.
  */
+/* Each thread of @pid: state, CPU time and kernel stack, on stdout. */
+void vt_dump_threads(pid_t pid);
 void vt_dump_stuck(struct vt_vm *v, struct gmfp_engine *e, struct gmfp_source *s);
 /* Interrupt vCPU threads blocked in KVM_RUN (SIGUSR1) and make them stop. */
 void vt_vcpus_kick(struct vt_vm *v);
