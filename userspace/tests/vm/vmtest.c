@@ -419,7 +419,7 @@ int vt_vcpus_join_timeout(struct vt_vm *v, int timeout_ms)
  */
 void vt_dump_threads(pid_t pid)
 {
-	char path[96], line[512], comm[64], st;
+	char path[320], line[512], comm[64], st;
 	unsigned long ut, stt;
 	struct dirent *d;
 	DIR *dir;
