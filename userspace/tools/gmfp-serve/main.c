@@ -293,6 +293,15 @@ static enum gs_err classify(int err, const char **what)
 	}
 }
 
+static void abort_on_close(int fd)
+{
+	struct linger l = { .l_onoff = 1, .l_linger = 0 };
+
+	if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l))) {
+		/* not a TCP socket: its close frees everything anyway */
+	}
+}
+
 static void *conn_main(void *arg)
 {
 	GMFP_OPTS_INIT(struct gmfp_serve_opts, so);
@@ -307,6 +316,15 @@ static void *conn_main(void *arg)
 	so.region_sizes = s->pages.sizes;
 	so.timeout_ms = s->o.io_timeout_ms;
 	r = gmfp_wire_serve(c->fd, &so);
+	/*
+	 * A peer that stopped reading has our answers queued, and a FIN after
+	 * them that would never get out: the socket would linger, orphaned,
+	 * with its send buffer, until TCP gives up minutes later.  Reset it
+	 * instead: the peer sees the drop at once and the memory is freed
+	 * with the close.
+	 */
+	if (r == -ETIMEDOUT)
+		abort_on_close(c->fd);
 	/* shutting down ends connections from outside: nothing to report */
 	if (r < 0 && !atomic_load(&s->stopping)) {
 		const char *what;
