@@ -1471,6 +1471,7 @@ static void *drain_main(void *arg)
 {
 	struct gmfp_engine *e = arg;
 	struct cds_lfht_iter it;
+	struct cds_lfht_node *n;
 	struct req *r;
 	struct cds_wfcq_node *qn;
 
@@ -1478,7 +1479,14 @@ static void *drain_main(void *arg)
 	while ((qn = cds_wfcq_dequeue_blocking(&e->inj_head, &e->inj_tail)))
 		free(caa_container_of(qn, struct req, qnode));
 	rcu_read_lock();
-	cds_lfht_for_each_entry(e->ht, &it, r, node) {
+	/*
+	 * Not cds_lfht_for_each_entry(): it applies caa_container_of() to the
+	 * NULL that ends the walk, arithmetic on a null pointer, which is
+	 * undefined (clang's UBSan stops there, found by tests/fuzz/).
+	 */
+	for (cds_lfht_first(e->ht, &it); (n = cds_lfht_iter_get_node(&it));
+	     cds_lfht_next(e->ht, &it)) {
+		r = caa_container_of(n, struct req, node);
 		GMFP_TSAN_ACQUIRE(r);
 		req_retire(e, r, NULL);
 	}
