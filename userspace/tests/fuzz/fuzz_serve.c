@@ -176,11 +176,10 @@ static void expect_data(const struct peer *p, size_t *pos, const struct gmfp_wir
 			if ((req->u.req.pgoff + i) % C.fail_mod == 0)
 				e = C.fail_ret;
 	if (e) {
-		/* gmfp_source_fetch(): > 0 is -EIO; serve.c: INT_MIN is no errno */
-		if (e > 0)
+		/* gmfp_source_fetch(): > 0 is -EIO; serve.c: below -4095 is no errno */
+		if (e > 0 || e < -4095)
 			e = -EIO;
-		expect_error(p, pos, req->seq, region, req->u.req.pgoff, npages,
-			     e == INT_MIN ? EIO : -e);
+		expect_error(p, pos, req->seq, region, req->u.req.pgoff, npages, -e);
 		return;
 	}
 	next_answer(p, pos, &m);
