@@ -43,5 +43,8 @@ for t in "$@"; do
 		grep -E 'ERROR|check failed|SUMMARY|Test unit written|==[0-9]+==' "$log" | head -n 20
 	fi
 done
-echo "fuzz: $total executions, ${bad:+failing:$bad}${bad:-no failure}"
-[ -z "$bad" ]
+if [ -n "$bad" ]; then
+	echo "fuzz: $total executions, failing:$bad"
+	exit 1
+fi
+echo "fuzz: $total executions, no failure"
