@@ -1,12 +1,15 @@
 #!/bin/bash
 # Install the build/test dependencies from Debian (idempotent).  Nothing else is
 # needed on a fresh bookworm machine.  The cross compilers are for
-# scripts/cross-build.sh (KVM core for arm64, i386 and s390).
+# scripts/cross-build.sh (KVM core for arm64, i386 and s390); clang and its
+# runtime libraries (libFuzzer, the sanitizers: libclang-rt-dev, only a
+# Recommends of clang) for the fuzz targets in userspace/tests/fuzz/.
 set -euo pipefail
 PKGS="build-essential flex bison bc libelf-dev libssl-dev cpio ccache busybox-static
  qemu-system-x86 dwarves pkg-config xz-utils zstd file liburcu-dev libcmocka-dev
  kmod rsync perl python3 strace mandoc man-db groff-base
- gcc-aarch64-linux-gnu gcc-i686-linux-gnu gcc-s390x-linux-gnu"
+ gcc-aarch64-linux-gnu gcc-i686-linux-gnu gcc-s390x-linux-gnu
+ clang libclang-rt-dev"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"

@@ -64,6 +64,25 @@ struct req {
 	_Atomic uint32_t origin;
 	uint32_t attempts;
 	_Atomic bool demand;
+	_Atomic uint32_t state;		/* REQ_*: see want_page() */
+};
+
+/*
+ * Where a request is, for a record of its page that arrives while it is in
+ * the table (a duplicate).  Such a record is usually for the period the
+ * request serves; but once the request's COPY is done, the VMM may
+ * DISCARD the page and an access start a new period, whose only record
+ * arrives before the request has left the table.  Dropping that record
+ * would leave the accessor waiting for ever, so a duplicate that may be
+ * one is flagged (_DUP), and whoever retires the request asks the kernel
+ * whether the page is still present (req_finish()).
+ */
+enum {
+	REQ_WAITING,		/* not installing: an install to come serves any record */
+	REQ_WAITING_DUP,	/* ... a record came: retired without an install, recheck */
+	REQ_INSTALLING,		/* fetched, its COPY or MARK may be done already */
+	REQ_INSTALLING_DUP,	/* ... a record came meanwhile: recheck once done */
+	REQ_DONE,		/* out of the table */
 };
 
 struct region {
@@ -371,6 +390,35 @@ static int page_present(struct gmfp_engine *e, struct region *rg, uint64_t pg)
 	return r ? r : (int)(w & 1);
 }
 
+static void want_page(struct gmfp_engine *e, uint64_t key, uint32_t origin);
+
+/*
+ * The page of @r is done (installed, or found present): take @r out of the
+ * table.  If a record came for the page meanwhile that may be from a new
+ * period (see REQ_*), ask the kernel, and if the page is not present any
+ * more, want it again.  Caller holds the RCU read lock (which keeps @r's
+ * memory until we are done with it); @rt as for req_retire().
+ */
+static void req_finish(struct gmfp_engine *e, struct req *r, struct retired *rt)
+{
+	uint64_t key = r->key;
+	uint32_t origin = atomic_load(&r->origin), old;
+	struct region *rg = &e->regions[key_region(key)];
+
+	/* out of the table first: a record from now on makes a new request */
+	req_retire(e, r, rt);
+	old = atomic_exchange(&r->state, REQ_DONE);
+	if (old != REQ_WAITING_DUP && old != REQ_INSTALLING_DUP)
+		return;
+	if (page_present(e, rg, key_pgoff(key)) != 0)
+		return;		/* still present (or unknown): the record was stale */
+	if (gmfp_clear_bit(rg->done, key_pgoff(key))) {
+		atomic_fetch_sub(&rg->nr_done, 1);
+		atomic_fetch_sub(&e->pages_present, 1);
+	}
+	want_page(e, key, origin);
+}
+
 /*
  * A page is wanted now (a record, or gmfp_engine_demand()).  Reader thread,
  * inside the RCU read lock.
@@ -379,7 +427,9 @@ static void want_page(struct gmfp_engine *e, uint64_t key, uint32_t origin)
 {
 	struct region *rg = &e->regions[key_region(key)];
 	struct req *r, *cur;
+	uint32_t st, flagged;
 
+again:
 	if (is_done(e, key)) {
 		/*
 		 * Usually a record read after the page was installed.  But a
@@ -408,7 +458,18 @@ static void want_page(struct gmfp_engine *e, uint64_t key, uint32_t origin)
 	}
 	cur = req_insert(e, r);
 	if (cur != r) {
+		/* flag it (see REQ_*); one that has just left the table: start over */
+		st = atomic_load(&cur->state);
+		do {
+			if (st == REQ_DONE)
+				break;
+			flagged = st == REQ_WAITING ? REQ_WAITING_DUP :
+				  st == REQ_INSTALLING ? REQ_INSTALLING_DUP : st;
+		} while (flagged != st &&
+			 !atomic_compare_exchange_weak(&cur->state, &st, flagged));
 		free(r);
+		if (st == REQ_DONE)
+			goto again;
 		count(&e->st.duplicates, 1);
 		/* Promote a background request: somebody waits for it now. */
 		if (!atomic_exchange(&cur->demand, true)) {
@@ -419,7 +480,7 @@ static void want_page(struct gmfp_engine *e, uint64_t key, uint32_t origin)
 	}
 	/* installed meanwhile (see claim_run()): nothing to fetch */
 	if (is_done(e, key)) {
-		req_retire(e, r, NULL);
+		req_finish(e, r, NULL);
 		count(&e->st.stale, 1);
 		return;
 	}
@@ -585,7 +646,7 @@ static uint32_t claim_run(struct gmfp_engine *e, uint64_t key, struct req **out,
 		 * installer set the bit before it left the table, so it shows.
 		 */
 		if (is_done(e, k)) {
-			req_retire(e, r, NULL);
+			req_finish(e, r, NULL);
 			break;
 		}
 		out[n++] = r;
@@ -811,7 +872,7 @@ static void page_done(struct gmfp_engine *e, struct req *r, uint64_t now,
 
 	if (gmfp_set_bit(rg->done, key_pgoff(r->key))) {
 		/* somebody else's: counted there */
-		req_retire(e, r, rt);
+		req_finish(e, r, rt);
 		return;
 	}
 	atomic_fetch_add(&rg->nr_done, 1);
@@ -827,7 +888,7 @@ static void page_done(struct gmfp_engine *e, struct req *r, uint64_t now,
 		count(&e->st.pages_background, 1);
 		count(&e->st.by_origin[0], 1);
 	}
-	req_retire(e, r, rt);
+	req_finish(e, r, rt);
 }
 
 static void fail_run(struct gmfp_engine *e, struct req **v, uint32_t n, int err)
@@ -933,8 +994,15 @@ static void serve_run(struct gmfp_engine *e, struct worker_buf *w, struct req **
 	f.zero = w->zero;
 	count(&e->st.fetches, 1);
 	r = gmfp_source_fetch(e->src, &f);
-	if (!r)
+	if (!r) {
+		/* a record read from now on may come after our COPY (see REQ_*) */
+		for (i = 0; i < n; i++)
+			atomic_store(&v[i]->state, REQ_INSTALLING);
 		r = install(e, w, v, n, &ok);
+		/* not installed: a retry will be, and serves what came meanwhile */
+		for (i = ok; i < n; i++)
+			atomic_store(&v[i]->state, REQ_WAITING);
+	}
 	now = gmfp_now_ns();
 	rcu_read_lock();
 	for (i = 0; i < ok; i++)
@@ -1471,6 +1539,7 @@ static void *drain_main(void *arg)
 {
 	struct gmfp_engine *e = arg;
 	struct cds_lfht_iter it;
+	struct cds_lfht_node *n;
 	struct req *r;
 	struct cds_wfcq_node *qn;
 
@@ -1478,7 +1547,14 @@ static void *drain_main(void *arg)
 	while ((qn = cds_wfcq_dequeue_blocking(&e->inj_head, &e->inj_tail)))
 		free(caa_container_of(qn, struct req, qnode));
 	rcu_read_lock();
-	cds_lfht_for_each_entry(e->ht, &it, r, node) {
+	/*
+	 * Not cds_lfht_for_each_entry(): it applies caa_container_of() to the
+	 * NULL that ends the walk, arithmetic on a null pointer, which is
+	 * undefined (clang's UBSan stops there, found by tests/fuzz/).
+	 */
+	for (cds_lfht_first(e->ht, &it); (n = cds_lfht_iter_get_node(&it));
+	     cds_lfht_next(e->ht, &it)) {
+		r = caa_container_of(n, struct req, node);
 		GMFP_TSAN_ACQUIRE(r);
 		req_retire(e, r, NULL);
 	}

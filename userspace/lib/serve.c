@@ -11,7 +11,6 @@
  * A caller that wants to end it from outside shuts the socket down, which
  * reads as EOF here.
  */
-#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -134,9 +133,13 @@ static int serve_req(struct serve *s, const struct gmfp_wire_msg *m)
 	f.zero = s->zero;
 	r = gmfp_source_fetch(o->src, &f);
 	if (r) {
-		/* gmfp_source_fetch() returns r < 0; -INT_MIN is no errno */
+		/*
+		 * gmfp_source_fetch() returns r < 0, but a callback source may
+		 * return anything: what is not an errno (-INT_MIN among them)
+		 * goes out as EIO, as a client takes it anyway.
+		 */
 		return send_error(s, m->seq, region, pgoff, npages,
-				  r < 0 && r != INT_MIN ? -r : EIO);
+				  r < 0 && r >= -4095 ? -r : EIO);
 	}
 	/* a source may leave junk above npages; the frame must not carry it */
 	if (npages % 64)

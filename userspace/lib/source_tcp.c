@@ -149,6 +149,18 @@ static int tcp_connect(const struct tcp_src *t)
 	return fd;
 }
 
+/*
+ * The -errno an ERROR frame stands for.  Its err is a positive errno by the
+ * format, but the decoder takes any positive i32 and the peer is not
+ * trusted: anything above the errno range (found by tests/fuzz/fuzz_tcp.c,
+ * -11069 came back from a fetch) is -EIO, so that our callers only ever see
+ * real errnos.
+ */
+static int peer_errno(int32_t err)
+{
+	return err > 0 && err <= 4095 ? -err : -EIO;
+}
+
 /* Connect and shake hands: 0 with c->fd open, or -errno with it closed. */
 static int conn_open(struct tcp_src *t, struct tcp_conn *c)
 {
@@ -181,7 +193,7 @@ static int conn_open(struct tcp_src *t, struct tcp_conn *c)
 		goto fail;
 	}
 	if (m.type == GMFP_WIRE_ERROR && m.seq == 0)
-		r = -m.u.error.err;	/* the server turned us away, e.g. -ENXIO */
+		r = peer_errno(m.u.error.err);	/* turned away, e.g. -ENXIO */
 	else if (m.type != GMFP_WIRE_WELCOME || m.seq != 0 ||
 		 m.u.welcome.min_version != GMFP_WIRE_VERSION)
 		r = -EBADMSG;
@@ -287,7 +299,7 @@ static int conn_exchange(struct tcp_src *t, struct tcp_conn *c, struct gmfp_fetc
 			goto fail;
 		}
 		/* the server could not serve it: the stream itself is fine */
-		r = -m.u.error.err;
+		r = peer_errno(m.u.error.err);
 		break;
 	case GMFP_WIRE_BYE:
 		r = -ECONNRESET;

@@ -10,7 +10,9 @@
  * cannot make us wait for, or buffer, a megabyte of garbage), and accepts a
  * frame only if every byte of it is what the format says: there is exactly
  * one encoding of each message, and decode followed by encode gives back the
- * same bytes.
+ * same bytes (tests/fuzz/fuzz_wire.c checks it) -- but for what our encoders
+ * cannot say: the version range of a HELLO and the version of a WELCOME
+ * (always 1 here) and the seq of a BYE (a peer's may have any; ours, 0).
  */
 #include <errno.h>
 #include <string.h>

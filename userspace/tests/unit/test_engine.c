@@ -35,6 +35,9 @@ struct fake {
 	unsigned int marks, copies, finishes, discards;
 	bool finished, cancel;
 	struct fetch_log *log;
+	/* called by COPY, unlocked, after it made [off, off + len) present */
+	void (*after_copy)(struct fake *f, uint64_t off, uint64_t len, void *arg);
+	void *hook_arg;
 };
 
 struct fetch_log {
@@ -236,6 +239,8 @@ static int64_t fk_copy(void *ctx, int gmem, uint64_t off, const void *src,
 		*done = len;
 	pthread_cond_broadcast(&f->cond);
 	pthread_mutex_unlock(&f->lock);
+	if (f->after_copy)
+		f->after_copy(f, off, len, f->hook_arg);
 	return skipped;
 }
 
@@ -369,6 +374,28 @@ static struct gmfp_source *src_new(struct src_ctx *c)
 	ops.fetch = src_fetch;
 	assert_int_equal(gmfp_source_new(&s, &ops, c), 0);
 	return s;
+}
+
+static bool fake_present(struct fake *f, uint64_t pg)
+{
+	bool p;
+
+	pthread_mutex_lock(&f->lock);
+	p = f->present[pg];
+	pthread_mutex_unlock(&f->lock);
+	return p;
+}
+
+/* Page @pg of region 0 holds the source's contents. */
+static void check_page_contents(struct fake *f, uint64_t pg)
+{
+	const uint64_t *w = (const uint64_t *)(f->mem + pg * PG);
+	size_t j;
+
+	for (j = 0; j < PG / 8; j++)
+		if (w[j] != pattern(0, pg) + j)
+			fail_msg("page %lu word %zu: %#lx", (unsigned long)pg, j,
+				 (unsigned long)w[j]);
 }
 
 static void check_contents(struct fake *f, uint32_t region, uint32_t zero_every)
@@ -1014,6 +1041,80 @@ static void test_finished_elsewhere(void **state)
 	fix_fini(&x);
 }
 
+/*
+ * The VMM discards a page the instant the engine has installed it, and a
+ * vCPU touches it again: a new period, a new record, which another worker
+ * reads while the installing worker has not yet retired the page's
+ * request.  That record must not be dropped as a duplicate of a request
+ * that is about to end: the vCPU would wait for ever.  (Found by reasoning
+ * about what tests/fuzz/fuzz_engine.c's discards can race with; this
+ * makes the race happen every time: the hook holds the installer inside
+ * its COPY until the other worker has read the record.)
+ */
+struct discard_race {
+	struct engine_fix *x;
+	struct accessor again;
+	bool fired, started;
+};
+
+static void discard_after_copy(struct fake *f, uint64_t off, uint64_t len, void *arg)
+{
+	struct discard_race *dr = arg;
+	struct gmfp_engine_stats st = { .sz = sizeof(st) };
+	uint64_t deadline = gmfp_now_ns() + 5000000000ull;
+
+	(void)len;
+	if (dr->fired)
+		return;
+	dr->fired = true;
+	fk_discard(f, f->gmem, off, PG);
+	dr->again = (struct accessor){ .f = f, .first = off / PG, .n = 1, .step = 1,
+				       .origin = GMFP_ORIGIN_VCPU, .result = 1 };
+	dr->started = !pthread_create(&dr->again.t, NULL, accessor_main, &dr->again);
+	/* until the other worker has read the new record and met our request */
+	do {
+		usleep(1000);
+		assert_int_equal(gmfp_engine_get_stats(dr->x->e, &st), 0);
+	} while (!st.duplicates && gmfp_now_ns() < deadline);
+}
+
+static void test_discard_while_installing(void **state)
+{
+	GMFP_OPTS_INIT(struct gmfp_engine_opts, o);
+	struct gmfp_engine_stats st = { .sz = sizeof(st) };
+	struct discard_race dr = { 0 };
+	struct accessor first = { .n = 1, .step = 1, .first = 5, .origin = GMFP_ORIGIN_VCPU };
+	struct engine_fix x;
+	int i;
+
+	(void)state;
+	o.workers = 2;			/* one installs, the other reads records */
+	fix_init(&x, 16, &o);
+	dr.x = &x;
+	x.f->after_copy = discard_after_copy;
+	x.f->hook_arg = &dr;
+	first.f = x.f;
+	assert_int_equal(gmfp_engine_start(x.e), 0);
+	assert_int_equal(pthread_create(&first.t, NULL, accessor_main, &first), 0);
+	/* both accesses are served: within 5 s, or they never will be */
+	for (i = 0; i < 500 && !(fake_present(x.f, 5) && atomic_load(&x.sc.per_page[5]) == 2);
+	     i++)
+		usleep(10000);
+	fake_cancel(x.f);	/* no more waiting for anybody left behind */
+	pthread_join(first.t, NULL);
+	assert_true(dr.fired);
+	assert_true(dr.started);
+	pthread_join(dr.again.t, NULL);
+	assert_int_equal(gmfp_engine_get_stats(x.e, &st), 0);
+	assert_int_equal(st.duplicates, 1);	/* the race did happen */
+	assert_int_equal(first.result, 0);
+	assert_int_equal(dr.again.result, 0);
+	assert_true(fake_present(x.f, 5));
+	assert_int_equal(atomic_load(&x.sc.per_page[5]), 2);	/* fetched again */
+	check_page_contents(x.f, 5);
+	fix_fini(&x);
+}
+
 static void test_bad_args(void **state)
 {
 	GMFP_OPTS_INIT(struct gmfp_engine_opts, o);
@@ -1092,6 +1193,7 @@ int main(void)
 		cmocka_unit_test(test_recorded_order),
 		cmocka_unit_test(test_renotify_after_crash),
 		cmocka_unit_test(test_finished_elsewhere),
+		cmocka_unit_test(test_discard_while_installing),
 		cmocka_unit_test(test_bad_args),
 		cmocka_unit_test(test_stats_json),
 	};

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -84,6 +85,7 @@ static unsigned int bad_pages(const struct gmfp_fetch *f)
 struct pat_src {
 	_Atomic unsigned int demand, background;	/* fetches by flag */
 	_Atomic int drop;	/* shut the connection down in the next fetch */
+	_Atomic int ret;	/* non-zero: what the next fetch returns */
 };
 
 /* The connection the current server thread serves (for drop). */
@@ -93,6 +95,7 @@ static int pat_fetch(void *ctx, struct gmfp_fetch *f)
 {
 	struct pat_src *p = ctx;
 	uint32_t i;
+	int ret;
 
 	if (f->flags & GMFP_FETCH_DEMAND)
 		atomic_fetch_add(&p->demand, 1);
@@ -103,6 +106,9 @@ static int pat_fetch(void *ctx, struct gmfp_fetch *f)
 		shutdown(cur_fd, SHUT_RDWR);
 		return -EIO;
 	}
+	ret = atomic_exchange(&p->ret, 0);
+	if (ret)
+		return ret;
 	for (i = 0; i < f->npages; i++)
 		if (f->pgoff + i == 666)
 			return -EIO;
@@ -149,6 +155,7 @@ enum mode {
 	M_WELCOME_NOT,		/* a REQ instead of a WELCOME */
 	M_DOUBLE,		/* the answer, then an unsolicited second one */
 	M_CHUNKED,		/* the answer in 7-byte pieces */
+	M_ERROR_NOT_ERRNO,	/* ERROR whose err is above the errno range */
 };
 
 struct server;
@@ -305,6 +312,10 @@ static void script(struct server *s, int fd)
 	case M_ERROR_WRONG_SEQ:
 		n = gmfp_wire_encode_error(out, MAX_FRAME, seq + 1, region, pgoff,
 					   npages, EIO);
+		break;
+	case M_ERROR_NOT_ERRNO:
+		n = gmfp_wire_encode_error(out, MAX_FRAME, seq, region, pgoff, npages,
+					   11069);
 		break;
 	case M_OVERSIZE:
 		n = s_data(out, seq, region, pgoff, npages);
@@ -792,6 +803,21 @@ static void test_hostile(void **state)
 	}
 }
 
+/*
+ * An ERROR whose err is no errno (a hostile or broken server): the fetch
+ * fails with -EIO, never with a value outside the errno range (found by
+ * tests/fuzz/fuzz_tcp.c: -11069).  The stream stays usable.
+ */
+static void test_error_not_errno(void **state)
+{
+	struct server *s = server_start(M_ERROR_NOT_ERRNO, NULL, 2, layout);
+	struct gmfp_source *c = client(s, 2, layout, 1000);
+
+	(void)state;
+	assert_int_equal(fetch(c, 0, 8, 4, true, true), -EIO);
+	stop_both(c, s);
+}
+
 static void test_odd_but_valid(void **state)
 {
 	struct gmfp_source *c;
@@ -1102,6 +1128,16 @@ static void test_serve_requests(void **state)
 	peer_start(&p, src, 2000);
 	peer_hello(&p, 2, layout);
 	assert_int_equal(peer_req(&p, 7, 0, 0, 1, &m), GMFP_WIRE_DATA);
+	/* a callback source's error that is no errno goes out as EIO */
+	atomic_store(&ps.ret, -5000);
+	assert_int_equal(peer_req(&p, 8, 0, 1, 1, &m), GMFP_WIRE_ERROR);
+	assert_int_equal(m.u.error.err, EIO);
+	atomic_store(&ps.ret, INT_MIN);
+	assert_int_equal(peer_req(&p, 9, 0, 1, 1, &m), GMFP_WIRE_ERROR);
+	assert_int_equal(m.u.error.err, EIO);
+	atomic_store(&ps.ret, -ENODATA);
+	assert_int_equal(peer_req(&p, 10, 0, 1, 1, &m), GMFP_WIRE_ERROR);
+	assert_int_equal(m.u.error.err, ENODATA);
 	shutdown(p.fd, SHUT_WR);	/* EOF between frames: orderly too */
 	assert_int_equal(peer_end(&p), 0);
 	gmfp_source_destroy(src);
@@ -1264,6 +1300,7 @@ int main(void)
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_connect_errors),
 		cmocka_unit_test(test_hostile),
+		cmocka_unit_test(test_error_not_errno),
 		cmocka_unit_test(test_odd_but_valid),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_one_class),
