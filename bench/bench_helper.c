@@ -709,33 +709,55 @@ static int trace_setup(void)
 
 /* Per page, the kernel's view: ns of the first event of each kind. */
 struct kview {
-	uint64_t pf, rec, wait, wake, sched_in;
+	uint64_t pf;		/* page_fault_user */
+	uint64_t rec, wait;	/* presence: record queued, faulter about to sleep */
+	uint64_t wake;		/* presence: the page's waiter woken */
+	uint64_t woken;		/* sched_wakeup of the faulting thread */
+	uint64_t run;		/* sched_switch to it after that */
 };
 
 /*
- * Parse the trace: "<comm>-<pid> [cpu] <flags> <secs>.<usecs>: <event>: ..."
- * Faults of the faulting process are tied to pages by address (uffd and
- * presence alike) and, for presence, by index; a sched_switch to a faulting
- * thread right after a page's wake is its sched_in.
+ * Median of b - a over the pages that have both (a, b: ns per page); the
+ * count of such pages in *n.
  */
-static void trace_analyse(enum mode m, uintptr_t base, pid_t child)
+static double med(const uint64_t *b, const uint64_t *a, int64_t *tmp)
+{
+	return median_diff_us(b, a, tmp, true);
+}
+
+static void print_step(const char *what, const uint64_t *b, const uint64_t *a, int64_t *tmp)
+{
+	printf(", %s %.1f", what, med(b, a, tmp));
+}
+
+/*
+ * Parse the trace: "<comm>-<pid> [cpu] <flags> <secs>.<usecs>: <event>: ..."
+ * With one faulting thread, the thread waits for one page at a time: the
+ * page of its latest page_fault_user event (tied to a page by address).
+ * Its next sched_wakeup is the handler waking it for that page (uffd and
+ * presence alike), the sched_switch to it after that is when it runs again.
+ * The presence events carry the page index.
+ */
+static void trace_analyse(enum mode m, uintptr_t base)
 {
 	struct kview *kv = calloc(npages, sizeof(*kv));
 	int64_t *tmp = malloc(npages * sizeof(*tmp));
+	uint64_t *col[6], cur = UINT64_MAX, n = 0, p;
 	char path[256], line[512];
-	uint64_t last_wake_page = UINT64_MAX, n;
 	FILE *f;
+	int i;
 
-	(void)child;
 	snprintf(path, sizeof(path), "%s/trace", tracefs);
 	f = fopen(path, "r");
-	if (!f || !kv || !tmp)
+	for (i = 0; i < 6; i++)
+		col[i] = malloc(npages * 8);
+	if (!f || !kv || !tmp || !col[5])
 		return;
 	while (fgets(line, sizeof(line), f)) {
 		char *b = strchr(line, ']'), *ev;
 		unsigned long sec, usec;
 		unsigned long long x;
-		uint64_t t, p;
+		uint64_t t;
 
 		if (line[0] == '#' || !b)
 			continue;
@@ -744,7 +766,7 @@ static void trace_analyse(enum mode m, uintptr_t base, pid_t child)
 			continue;
 		while (*b == ' ')
 			b++;
-		b = strchr(b, ' ');	/* skip the flags */
+		b = strchr(b, ' ');	/* skip the irq-info flags */
 		if (!b || sscanf(b, " %lu.%lu:", &sec, &usec) != 2)
 			continue;
 		t = (uint64_t)sec * 1000000000ull + (uint64_t)usec * 1000ull;
@@ -755,76 +777,57 @@ static void trace_analyse(enum mode m, uintptr_t base, pid_t child)
 		if (!strncmp(ev, "page_fault_user:", 16)) {
 			char *a = strstr(ev, "address=");
 
-			if (!a || sscanf(a, "address=%llx", &x) != 1)
+			if (!a || sscanf(a, "address=%llx", &x) != 1 ||
+			    x < base || x >= base + npages * PG)
 				continue;
-			if (x < base || x >= base + npages * PG)
-				continue;
-			p = (x - base) / PG;
-			if (!kv[p].pf)
-				kv[p].pf = t;
+			cur = (x - base) / PG;
+			if (!kv[cur].pf)
+				kv[cur].pf = t;
 		} else if (!strncmp(ev, "kvm_gmem_presence_", 18)) {
 			char *a = strstr(ev, "index ");
 
 			if (!a || sscanf(a, "index %llx", &x) != 1 || x >= npages)
 				continue;
-			p = x;
-			if (!strncmp(ev + 18, "fault:", 6) && strstr(ev, "notified") && !kv[p].rec)
-				kv[p].rec = t;
-			else if (!strncmp(ev + 18, "wait:", 5) && !kv[p].wait)
-				kv[p].wait = t;
-			else if (!strncmp(ev + 18, "wake:", 5) && !kv[p].wake) {
-				kv[p].wake = t;
-				last_wake_page = p;
-			}
-		} else if (!strncmp(ev, "sched_switch:", 13) && last_wake_page != UINT64_MAX) {
-			/* the first switch to a task of the faulting process after the wake */
-			char *a = strstr(ev, "next_comm=bh-fault");
-
-			if (a && !kv[last_wake_page].sched_in) {
-				kv[last_wake_page].sched_in = t;
-				last_wake_page = UINT64_MAX;
-			}
+			if (!strncmp(ev + 18, "fault:", 6) && strstr(ev, "notified") && !kv[x].rec)
+				kv[x].rec = t;
+			else if (!strncmp(ev + 18, "wait:", 5) && !kv[x].wait)
+				kv[x].wait = t;
+			else if (!strncmp(ev + 18, "wake:", 5) && !kv[x].wake)
+				kv[x].wake = t;
+		} else if (cur != UINT64_MAX && !strncmp(ev, "sched_wakeup:", 13)) {
+			if (strstr(ev, "comm=bh-fault ") && !kv[cur].woken)
+				kv[cur].woken = t;
+		} else if (cur != UINT64_MAX && !strncmp(ev, "sched_switch:", 13)) {
+			if (strstr(ev, "next_comm=bh-fault ") && kv[cur].woken && !kv[cur].run)
+				kv[cur].run = t;
 		}
 	}
 	fclose(f);
-	{
-		uint64_t *pf = malloc(npages * 8), *rec = malloc(npages * 8);
-		uint64_t *wait = malloc(npages * 8), *wake = malloc(npages * 8);
-		uint64_t *sin = malloc(npages * 8), p;
-
-		for (p = 0, n = 0; p < npages; p++) {
-			pf[p] = kv[p].pf;
-			rec[p] = kv[p].rec;
-			wait[p] = kv[p].wait;
-			wake[p] = kv[p].wake;
-			sin[p] = kv[p].sched_in;
-			n += !!kv[p].pf;
-		}
-		printf("TRACE %-16s pages with a page_fault_user event: %lu of %lu\n", mode_name[m],
-		       (unsigned long)n, (unsigned long)npages);
-		printf("TRACE %-16s median us: touch->#PF entry %.1f", mode_name[m],
-		       median_diff_us(pf, sh->t_touch, tmp, true));
-		if (m == M_PRESENCE)
-			printf(", #PF->record queued %.1f, record->faulter sleeps %.1f",
-			       median_diff_us(rec, pf, tmp, true), median_diff_us(wait, rec, tmp, true));
-		printf(", #PF->handler has record %.1f", median_diff_us(sh->t_read, pf, tmp, true));
-		if (m == M_PRESENCE)
-			printf(", handler has record->wake %.1f, wake->install returns %.1f, wake->faulter runs %.1f, faulter runs->load returns %.1f",
-			       median_diff_us(wake, sh->t_read, tmp, true),
-			       median_diff_us(sh->t_inst, wake, tmp, true),
-			       median_diff_us(sin, wake, tmp, true),
-			       median_diff_us(sh->t_resume, sin, tmp, true));
-		else
-			printf(", install %.1f, install returns->load returns %.1f",
-			       median_diff_us(sh->t_inst, sh->t_read, tmp, true),
-			       median_diff_us(sh->t_resume, sh->t_inst, tmp, true));
-		printf("\n");
-		free(pf);
-		free(rec);
-		free(wait);
-		free(wake);
-		free(sin);
+	for (p = 0; p < npages; p++) {
+		col[0][p] = kv[p].pf;
+		col[1][p] = kv[p].rec;
+		col[2][p] = kv[p].wait;
+		col[3][p] = kv[p].wake;
+		col[4][p] = kv[p].woken;
+		col[5][p] = kv[p].run;
+		n += kv[p].pf && kv[p].woken && kv[p].run;
 	}
+	printf("TRACE %-16s pages with #PF, wakeup and switch-in traced: %lu of %lu\n",
+	       mode_name[m], (unsigned long)n, (unsigned long)npages);
+	printf("TRACE %-16s median us: touch->#PF", mode_name[m]);
+	printf(" %.1f", med(col[0], sh->t_touch, tmp));
+	if (m == M_PRESENCE) {
+		print_step("#PF->record queued", col[1], col[0], tmp);
+		print_step("record->faulter sleeps", col[2], col[1], tmp);
+	}
+	print_step("#PF->handler read returns", sh->t_read, col[0], tmp);
+	print_step("read returns->faulter woken", col[4], sh->t_read, tmp);
+	print_step("woken->install returns", sh->t_inst, col[4], tmp);
+	print_step("woken->faulter runs", col[5], col[4], tmp);
+	print_step("runs->load returns", sh->t_resume, col[5], tmp);
+	printf("\n");
+	for (i = 0; i < 6; i++)
+		free(col[i]);
 	free(kv);
 	free(tmp);
 }
@@ -849,7 +852,7 @@ static void traced_run(enum mode m)
 	}
 	printf("TRACE %-16s traced run: %.0f pages/s, p50 %.1f us (tracing inflates both)\n",
 	       mode_name[m], r.pps, r.p50);
-	trace_analyse(m, last_base, 0);
+	trace_analyse(m, last_base);
 	tr_write("events/enable", "0");
 	tr_write("trace", "");
 }

@@ -164,8 +164,10 @@ def build(matrix, runs):
         if row["bench"] == "demand_paging":
             key = (row["mode"], int(row["n"]))
             if key not in dpt and key not in [m[:2] for m in res["missing"]]:
-                res["missing"].append((row["mode"], int(row["n"]),
-                                       ", ".join(dpt_tried.get(key, ["not run"]))))
+                tried = dpt_tried.get(key)
+                why = "not run" if not tried else "no BENCH line from %s" % ", ".join(
+                    "%d x %s" % (tried.count(v), v) for v in sorted(set(tried)))
+                res["missing"].append((row["mode"], int(row["n"]), why))
     # demand_paging: medians over the runs
     for (mode, n), bl in sorted(dpt.items(), key=lambda kv: (kv[0][1], mode_order(kv[0][0], DPT_MODES))):
         m = median_run(bl)
