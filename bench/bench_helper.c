@@ -674,7 +674,8 @@ static int tr_write(const char *file, const char *val)
 static const char *const trace_events[] = {
 	"kvm/kvm_gmem_presence_fault", "kvm/kvm_gmem_presence_wait",
 	"kvm/kvm_gmem_presence_wake", "kvm/kvm_gmem_presence_set",
-	"exceptions/page_fault_user", "sched/sched_switch", "sched/sched_wakeup",
+	"exceptions/page_fault_user", "sched/sched_switch", "sched/sched_waking",
+	"sched/sched_wakeup",
 };
 #define NR_TEV (sizeof(trace_events) / sizeof(trace_events[0]))
 
@@ -712,14 +713,12 @@ struct kview {
 	uint64_t pf;		/* page_fault_user */
 	uint64_t rec, wait;	/* presence: record queued, faulter about to sleep */
 	uint64_t wake;		/* presence: the page's waiter woken */
-	uint64_t woken;		/* sched_wakeup of the faulting thread */
+	uint64_t waking;	/* sched_waking of the faulting thread (the waker) */
+	uint64_t woken;		/* sched_wakeup of it (its CPU, maybe after an IPI) */
 	uint64_t run;		/* sched_switch to it after that */
 };
 
-/*
- * Median of b - a over the pages that have both (a, b: ns per page); the
- * count of such pages in *n.
- */
+/* Median of b - a over the pages that have both (a, b: ns per page). */
 static double med(const uint64_t *b, const uint64_t *a, int64_t *tmp)
 {
 	return median_diff_us(b, a, tmp, true);
@@ -734,24 +733,25 @@ static void print_step(const char *what, const uint64_t *b, const uint64_t *a, i
  * Parse the trace: "<comm>-<pid> [cpu] <flags> <secs>.<usecs>: <event>: ..."
  * With one faulting thread, the thread waits for one page at a time: the
  * page of its latest page_fault_user event (tied to a page by address).
- * Its next sched_wakeup is the handler waking it for that page (uffd and
- * presence alike), the sched_switch to it after that is when it runs again.
+ * Its next sched_waking is the handler waking it for that page (uffd and
+ * presence alike), sched_wakeup when its CPU takes it (after an IPI), the
+ * sched_switch to it after that when it runs again.
  * The presence events carry the page index.
  */
 static void trace_analyse(enum mode m, uintptr_t base)
 {
 	struct kview *kv = calloc(npages, sizeof(*kv));
 	int64_t *tmp = malloc(npages * sizeof(*tmp));
-	uint64_t *col[6], cur = UINT64_MAX, n = 0, p;
+	uint64_t *col[7], cur = UINT64_MAX, n = 0, p;
 	char path[256], line[512];
 	FILE *f;
 	int i;
 
 	snprintf(path, sizeof(path), "%s/trace", tracefs);
 	f = fopen(path, "r");
-	for (i = 0; i < 6; i++)
+	for (i = 0; i < 7; i++)
 		col[i] = malloc(npages * 8);
-	if (!f || !kv || !tmp || !col[5])
+	if (!f || !kv || !tmp || !col[6])
 		return;
 	while (fgets(line, sizeof(line), f)) {
 		char *b = strchr(line, ']'), *ev;
@@ -794,6 +794,9 @@ static void trace_analyse(enum mode m, uintptr_t base)
 				kv[x].wait = t;
 			else if (!strncmp(ev + 18, "wake:", 5) && !kv[x].wake)
 				kv[x].wake = t;
+		} else if (cur != UINT64_MAX && !strncmp(ev, "sched_waking:", 13)) {
+			if (strstr(ev, "comm=bh-fault ") && !kv[cur].waking)
+				kv[cur].waking = t;
 		} else if (cur != UINT64_MAX && !strncmp(ev, "sched_wakeup:", 13)) {
 			if (strstr(ev, "comm=bh-fault ") && !kv[cur].woken)
 				kv[cur].woken = t;
@@ -810,6 +813,7 @@ static void trace_analyse(enum mode m, uintptr_t base)
 		col[3][p] = kv[p].wake;
 		col[4][p] = kv[p].woken;
 		col[5][p] = kv[p].run;
+		col[6][p] = kv[p].waking;
 		n += kv[p].pf && kv[p].woken && kv[p].run;
 	}
 	printf("TRACE %-16s pages with #PF, wakeup and switch-in traced: %lu of %lu\n",
@@ -821,12 +825,13 @@ static void trace_analyse(enum mode m, uintptr_t base)
 		print_step("record->faulter sleeps", col[2], col[1], tmp);
 	}
 	print_step("#PF->handler read returns", sh->t_read, col[0], tmp);
-	print_step("read returns->faulter woken", col[4], sh->t_read, tmp);
-	print_step("woken->install returns", sh->t_inst, col[4], tmp);
+	print_step("read returns->wakeup call", col[6], sh->t_read, tmp);
+	print_step("wakeup call->install returns", sh->t_inst, col[6], tmp);
+	print_step("wakeup call->faulter woken", col[4], col[6], tmp);
 	print_step("woken->faulter runs", col[5], col[4], tmp);
 	print_step("runs->load returns", sh->t_resume, col[5], tmp);
 	printf("\n");
-	for (i = 0; i < 6; i++)
+	for (i = 0; i < 7; i++)
 		free(col[i]);
 	free(kv);
 	free(tmp);
