@@ -793,6 +793,16 @@ static double progress_pct(u64 policy, u64 fallback, int ms, double rate,
 	return 100.0 * (double)*iters / (rate * (double)a_stall_cycles);
 }
 
+/* One line for bench/report.py (`make bench`). */
+static void print_bench(const char *policy, int ms, double pct, u64 iters,
+			double stall_ms)
+{
+	printf("BENCH {\"bench\":\"apf_progress\",\"policy\":\"%s\",", policy);
+	printf("\"missing_ms\":%d,\"progress_pct\":%.1f,", ms, pct);
+	printf("\"b_iters\":%llu,\"stall_ms\":%.1f}\n",
+	       (unsigned long long)iters, stall_ms);
+}
+
 /*
  * Figure, not a timed assertion: task B's progress while A's page is missing
  * for a fixed interval, ASYNC against WAIT (where the whole vCPU sleeps),
@@ -810,15 +820,11 @@ TEST(progress_figure)
 	wait_pct = progress_pct(KVM_GMEM_PRESENCE_WAIT, 0, ms, rate, &wait_b,
 				&wait_ms);
 
-	TH_LOG("FIGURE task B progress, page missing %d ms: ASYNC %llu (%.1f%%) WAIT %llu (%.1f%%) of B alone",
+	TH_LOG("FIGURE task B progress, page missing %d ms: ASYNC %llu (%.1f%%) WAIT %llu (%.1f%%)",
 	       ms, (unsigned long long)async_b, async_pct,
 	       (unsigned long long)wait_b, wait_pct);
-	printf("BENCH {\"bench\":\"apf_progress\",\"policy\":\"async\",\"missing_ms\":%d,"
-	       "\"progress_pct\":%.1f,\"b_iters\":%llu,\"stall_ms\":%.1f}\n",
-	       ms, async_pct, (unsigned long long)async_b, async_ms);
-	printf("BENCH {\"bench\":\"apf_progress\",\"policy\":\"wait\",\"missing_ms\":%d,"
-	       "\"progress_pct\":%.1f,\"b_iters\":%llu,\"stall_ms\":%.1f}\n",
-	       ms, wait_pct, (unsigned long long)wait_b, wait_ms);
+	print_bench("async", ms, async_pct, async_b, async_ms);
+	print_bench("wait", ms, wait_pct, wait_b, wait_ms);
 	fflush(stdout);
 	ASSERT_GT(async_b, 0);
 	/* The whole vCPU sleeps under WAIT: task B can't run. */
