@@ -11,6 +11,9 @@
 #                     x86_64 bzImage and the KVM core for arm64, i386, s390
 #   make cross-build  the KVM core (arch/<arch>/kvm/ + virt/kvm/) with W=1 for
 #                     arm64, i386, s390 [CROSS_ARCHES="arm64"]
+#   make bench        the benchmark matrix (bench/matrix) in one boot of the
+#                     release kernel: demand paging, helper process, async #PF,
+#                     libgmfp; table, out/bench/results.json, PNG plots
 #   make bench-lib    libgmfp's engine vs the simplest serving loop, in the VM
 #                     (release kernel, tsc=reliable); prints a table
 #   make mutants      re-introduce each review-round defect; its selftest must
@@ -80,7 +83,10 @@ mutants: deps
 
 # Benchmarks print figures; they are not pass/fail tests.  Release kernel,
 # fine guest clock (the TSC; the VM otherwise falls back to jiffies).
-bench: bench-lib
+# bench: the whole matrix of bench/matrix in one boot, then bench/report.py
+# (out/bench/results.json, a table, PNG plots); see docs/benchmarks.md.
+bench: deps
+	@$(S)/bench.sh
 bench-lib: deps
 	@FLAVOR=release TESTS=userspace/bench_lib APPEND="tsc=reliable $(APPEND)" \
 		VERBOSE=1 KST_TIMEOUT=$${KST_TIMEOUT:-900} $(S)/vm-test.sh

@@ -14,7 +14,9 @@
  *
  * Every configuration runs @reps times, interleaved with the others (so a
  * slow phase of a noisy host hits them all alike); a row gives the median
- * run's figures and the min-max of pages/s.
+ * run's figures and the min-max of pages/s, followed by the same as
+ *   BENCH {"bench":"lib",...}
+ * for bench/report.py.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -294,6 +296,14 @@ static void print_row(const struct config *c, struct result *rs)
 	       m->pps, rs[0].pps, rs[reps - 1].pps, (unsigned long)m->p50,
 	       (unsigned long)m->p99, (unsigned long)m->max, (unsigned long)m->installs,
 	       bad ? "WRONG CONTENTS" : "ok");
+	printf("BENCH {\"bench\":\"lib\",\"pattern\":\"%s\",\"server\":\"%s\",\"workers\":%u,"
+	       "\"readahead\":%u,\"accessors\":%u,\"pages\":%lu,\"reps\":%u,\"pages_per_s\":%.0f,"
+	       "\"pages_per_s_min\":%.0f,\"pages_per_s_max\":%.0f,\"lat_p50_us\":%lu,"
+	       "\"lat_p99_us\":%lu,\"lat_max_us\":%lu,\"installs\":%lu,\"ok\":%s}\n",
+	       c->pattern, c->workers ? "engine" : "simple", c->workers, c->readahead, accessors,
+	       (unsigned long)npages, reps, m->pps, rs[0].pps, rs[reps - 1].pps,
+	       (unsigned long)m->p50, (unsigned long)m->p99, (unsigned long)m->max,
+	       (unsigned long)m->installs, bad ? "false" : "true");
 }
 
 int main(int argc, char **argv)

@@ -10,8 +10,11 @@
 #   TREE     $CACHE/tree-$KVER                 assembled tree (pristine + ours)
 #   KBUILD   $CACHE/build/$KVER-$FLAVOR        kbuild output, bzImage
 #   KST      $CACHE/kselftest-$KVER            static KVM selftest binaries
-#   UVM      $CACHE/userspace-vm-$KVER         in-VM programs of userspace/tests/vm
+#   UVM      $OUT/userspace-vm-$KVER           in-VM programs of userspace/tests/vm
 #            (named "userspace/<name>" in TESTS; dynamically linked, ASan+UBSan)
+#            and the benchmarks; per checkout like their objects
+#            (userspace/build/): in a shared directory, a binary built from
+#            another checkout looks newer than this checkout's sources
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gmem-presence}
 OUT=${OUT:-$TOP/out}
@@ -80,7 +83,7 @@ resolve_paths() {
 	TREE=${TREE:-$CACHE/tree-$KVER}
 	KBUILD=${KBUILD:-$CACHE/build/$KVER-$FLAVOR}
 	KST=${KST:-$CACHE/kselftest-$KVER}
-	UVM=${UVM:-$CACHE/userspace-vm-$KVER}
+	UVM=${UVM:-$OUT/userspace-vm-$KVER}
 	export SRC KVER TREE KBUILD KST UVM
 }
 

@@ -3,11 +3,12 @@
 # needed on a fresh bookworm machine.  The cross compilers are for
 # scripts/cross-build.sh (KVM core for arm64, i386 and s390); clang and its
 # runtime libraries (libFuzzer, the sanitizers: libclang-rt-dev, only a
-# Recommends of clang) for the fuzz targets in userspace/tests/fuzz/.
+# Recommends of clang) for the fuzz targets in userspace/tests/fuzz/;
+# gnuplot-nox draws the benchmark plots (bench/report.py).
 set -euo pipefail
 PKGS="build-essential flex bison bc libelf-dev libssl-dev cpio ccache busybox-static
  qemu-system-x86 dwarves pkg-config xz-utils zstd file liburcu-dev libcmocka-dev
- kmod rsync perl python3 strace mandoc man-db groff-base
+ kmod rsync perl python3 strace mandoc man-db groff-base gnuplot-nox
  gcc-aarch64-linux-gnu gcc-i686-linux-gnu gcc-s390x-linux-gnu
  clang libclang-rt-dev"
 missing=""

@@ -38,9 +38,21 @@
 static struct kvm_vcpu_pv_apf_data apf_data __aligned(64);
 static u32 np_token, ready_token;
 static u64 nr_not_present, nr_ready, nr_broadcast, progress_b;
+/* TSC cycles: task A's access of the test page, task B spinning alone. */
+static u64 a_stall_cycles, spin_cycles;
 /* Knobs, set with sync_global_to_guest(). */
 static u64 sync_every;
-static bool touch_again, disable_in_handler;
+static bool touch_again, disable_in_handler, spin_stop;
+
+/* Task B: count until "page ready" for @token arrives or the host says stop. */
+static void task_b(u32 token)
+{
+	while (READ_ONCE(ready_token) != token && !READ_ONCE(spin_stop)) {
+		progress_b++;
+		if (sync_every && !(progress_b % sync_every))
+			GUEST_SYNC(progress_b);
+	}
+}
 
 static void guest_pf_handler(struct ex_regs *regs)
 {
@@ -62,11 +74,7 @@ static void guest_pf_handler(struct ex_regs *regs)
 	if (touch_again)
 		GUEST_ASSERT_EQ(READ_ONCE(*(u64 *)TEST_GPA), PATTERN);
 
-	while (READ_ONCE(ready_token) != token) {
-		progress_b++;
-		if (sync_every && !(progress_b % sync_every))
-			GUEST_SYNC(progress_b);
-	}
+	task_b(token);
 	cli();
 }
 
@@ -88,6 +96,8 @@ static void guest_apf_isr(struct ex_regs *regs)
 /* Task A. */
 static void guest_code(u64 apf_gpa, u64 en_flags, u64 irqs_off)
 {
+	u64 t0, v;
+
 	x2apic_enable();
 	if (en_flags) {
 		wrmsr(MSR_KVM_ASYNC_PF_INT, APF_VECTOR);
@@ -98,7 +108,22 @@ static void guest_code(u64 apf_gpa, u64 en_flags, u64 irqs_off)
 
 	if (irqs_off)
 		cli();
-	GUEST_ASSERT_EQ(READ_ONCE(*(u64 *)TEST_GPA), PATTERN);
+	t0 = rdtsc();
+	v = READ_ONCE(*(u64 *)TEST_GPA);
+	WRITE_ONCE(a_stall_cycles, rdtsc() - t0);
+	GUEST_ASSERT_EQ(v, PATTERN);
+	GUEST_DONE();
+}
+
+/* Task B alone, no missing page: the reference for the progress figure. */
+static void guest_spin(u64 unused0, u64 unused1, u64 unused2)
+{
+	u64 t0;
+
+	GUEST_SYNC(0);
+	t0 = rdtsc();
+	task_b(~0u);
+	WRITE_ONCE(spin_cycles, rdtsc() - t0);
 	GUEST_DONE();
 }
 
@@ -720,31 +745,90 @@ TEST(teardown_destroy_pending)
 	apf_vm_free(&t);
 }
 
+/* Task B spinning alone for @ms: its progress per TSC cycle. */
+static double spin_rate(int ms)
+{
+	struct apf_vm t;
+	pthread_t th;
+	void *ret;
+	struct ucall uc;
+
+	__apf_vm_create(&t, guest_spin, 1, 0, 0, KVM_GMEM_PRESENCE_EXIT, 0,
+			false);
+	run_until_sync(t.vcpu);
+	pthread_create(&th, NULL, vcpu_thread, t.vcpu);
+	usleep(ms * 1000);
+	spin_stop = true;
+	sync_global_to_guest(t.vm, spin_stop);
+	spin_stop = false;
+	pthread_join(th, &ret);
+	TEST_ASSERT_EQ((long)ret, 0);
+	TEST_ASSERT_EQ(get_ucall(t.vcpu, &uc), UCALL_DONE);
+	sync_global_from_guest(t.vm, progress_b);
+	sync_global_from_guest(t.vm, spin_cycles);
+	apf_vm_free(&t);
+	TEST_ASSERT(progress_b && spin_cycles, "task B did not spin");
+	return (double)progress_b / (double)spin_cycles;
+}
+
+/*
+ * Task B's progress while task A's access waits for a page missing @ms,
+ * as a percentage of what B does alone in the same time (A's stall, in
+ * TSC cycles), under @policy.
+ */
+static double progress_pct(u64 policy, u64 fallback, int ms, double rate,
+			   u64 *iters, double *stall_ms)
+{
+	struct apf_vm t;
+	int khz;
+
+	apf_vm_create(&t, APF_EN_FULL, false, policy, fallback);
+	run_until_sync(t.vcpu);
+	*iters = run_with_missing_page(&t, ms);
+	sync_global_from_guest(t.vm, a_stall_cycles);
+	khz = __vcpu_ioctl(t.vcpu, KVM_GET_TSC_KHZ, NULL);
+	apf_vm_free(&t);
+	TEST_ASSERT(a_stall_cycles, "task A's stall was not measured");
+	*stall_ms = khz > 0 ? (double)a_stall_cycles / khz : 0;
+	return 100.0 * (double)*iters / (rate * (double)a_stall_cycles);
+}
+
+/* One line for bench/report.py (`make bench`). */
+static void print_bench(const char *policy, int ms, double pct, u64 iters,
+			double stall_ms)
+{
+	printf("BENCH {\"bench\":\"apf_progress\",\"policy\":\"%s\",", policy);
+	printf("\"missing_ms\":%d,\"progress_pct\":%.1f,", ms, pct);
+	printf("\"b_iters\":%llu,\"stall_ms\":%.1f}\n",
+	       (unsigned long long)iters, stall_ms);
+}
+
 /*
  * Figure, not a timed assertion: task B's progress while A's page is missing
- * for a fixed interval, ASYNC against WAIT (where the whole vCPU sleeps).
+ * for a fixed interval, ASYNC against WAIT (where the whole vCPU sleeps),
+ * relative to B running alone.  Prints one BENCH line per policy.
  */
 TEST(progress_figure)
 {
 	const int ms = 300;
+	double rate, async_pct, wait_pct, async_ms, wait_ms;
 	u64 async_b, wait_b;
-	struct apf_vm t;
 
-	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_ASYNC,
-		      KVM_GMEM_PRESENCE_EXIT);
-	run_until_sync(t.vcpu);
-	async_b = run_with_missing_page(&t, ms);
-	apf_vm_free(&t);
+	rate = spin_rate(ms);
+	async_pct = progress_pct(KVM_GMEM_PRESENCE_ASYNC, KVM_GMEM_PRESENCE_EXIT,
+				 ms, rate, &async_b, &async_ms);
+	wait_pct = progress_pct(KVM_GMEM_PRESENCE_WAIT, 0, ms, rate, &wait_b,
+				&wait_ms);
 
-	apf_vm_create(&t, APF_EN_FULL, false, KVM_GMEM_PRESENCE_WAIT, 0);
-	run_until_sync(t.vcpu);
-	wait_b = run_with_missing_page(&t, ms);
-	apf_vm_free(&t);
-
-	TH_LOG("FIGURE task B progress, page missing %d ms: ASYNC %llu WAIT %llu ratio %llu",
-	       ms, (unsigned long long)async_b, (unsigned long long)wait_b,
-	       (unsigned long long)(async_b / (wait_b ? wait_b : 1)));
+	TH_LOG("FIGURE task B progress, page missing %d ms: ASYNC %llu (%.1f%%) WAIT %llu (%.1f%%)",
+	       ms, (unsigned long long)async_b, async_pct,
+	       (unsigned long long)wait_b, wait_pct);
+	print_bench("async", ms, async_pct, async_b, async_ms);
+	print_bench("wait", ms, wait_pct, wait_b, wait_ms);
+	fflush(stdout);
 	ASSERT_GT(async_b, 0);
+	/* The whole vCPU sleeps under WAIT: task B can't run. */
+	ASSERT_EQ(wait_b, 0);
 }
 
 TEST_HARNESS_MAIN
