@@ -26,7 +26,7 @@ UPSTREAM_TESTS="guest_memfd_test demand_paging_test:-b:256M set_memory_region_te
  x86/sync_regs_test x86/svm_vmcall_test kvm_create_max_vcpus"
 # demand_paging_test -p: its presence modes (patch 0007), a short run of each.
 OUR_TESTS="guest_memfd_presence_test guest_memfd_presence_ops_test x86/guest_memfd_presence_apf_test
- demand_paging_test:-p:exit:-b:64M demand_paging_test:-p:wait:-b:64M"
+ demand_paging_test:-p:exit:-b:32M demand_paging_test:-p:wait:-b:32M"
 
 log() { echo "[$(basename "$0" .sh)] $*" >&2; }
 die() { echo "[$(basename "$0" .sh)] ERROR: $*" >&2; exit 1; }
