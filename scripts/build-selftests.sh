@@ -22,7 +22,7 @@ if [ -n "${TESTS:-}" ]; then
 else
 	all=$(default_tests)
 	for t in $OUR_TESTS; do
-		[ -f "$KDIR/$t.c" ] || log "note: $t.c not in the tree yet, skipping it"
+		[ -f "$KDIR/${t%%:*}.c" ] || log "note: ${t%%:*}.c not in the tree yet, skipping it"
 	done
 fi
 want=$(kselftests_of $all)

@@ -27,7 +27,9 @@ export CACHE OUT FLAVOR
 UPSTREAM_TESTS="guest_memfd_test demand_paging_test:-b:256M set_memory_region_test:3
  x86/private_mem_conversions_test x86/private_mem_kvm_exits_test pre_fault_memory_test
  x86/sync_regs_test x86/svm_vmcall_test kvm_create_max_vcpus"
-OUR_TESTS="guest_memfd_presence_test guest_memfd_presence_ops_test x86/guest_memfd_presence_apf_test"
+# demand_paging_test -p: its presence modes (patch 0007), a short run of each.
+OUR_TESTS="guest_memfd_presence_test guest_memfd_presence_ops_test x86/guest_memfd_presence_apf_test
+ demand_paging_test:-p:exit:-b:32M demand_paging_test:-p:wait:-b:32M"
 
 log() { echo "[$(basename "$0" .sh)] $*" >&2; }
 die() { echo "[$(basename "$0" .sh)] ERROR: $*" >&2; exit 1; }
@@ -100,7 +102,7 @@ userspace_vm_tests() {
 default_tests() {
 	local t list=$UPSTREAM_TESTS
 	for t in $OUR_TESTS; do
-		[ -f "$TREE/tools/testing/selftests/kvm/$t.c" ] && list="$list $t"
+		[ -f "$TREE/tools/testing/selftests/kvm/${t%%:*}.c" ] && list="$list $t"
 	done
 	echo $list $(userspace_vm_tests)
 }

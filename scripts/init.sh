@@ -114,9 +114,12 @@ run_with_timeout() {
 pass=0; fail=0; skip=0; summary=""
 for t in $TESTS; do
 	[ "$t" = none ] && continue
+	# A test may run several times with different arguments: its lines are
+	# named by the whole "name:arg1:arg2" (just "name" without arguments).
+	id=$t
 	args=$(echo "$t" | cut -s -d: -f2- | tr ':' ' ')
 	t=${t%%:*}
-	say "START $t $args"
+	say "START $id $args"
 	if [ ! -x "/kvm/$t" ]; then
 		say "$t: not in the initramfs"
 		r=FAIL; rc=127; dt=0
@@ -132,9 +135,9 @@ for t in $TESTS; do
 		esac
 	fi
 	case $r in PASS) pass=$((pass+1)) ;; SKIP) skip=$((skip+1)) ;; *) fail=$((fail+1)) ;; esac
-	dmesg -c | sed "s|^|=== KST kmsg[$t]: |"
-	say "RESULT $t $r rc=$rc time=${dt}s"
-	summary="$summary $t=$r"
+	dmesg -c | sed "s|^|=== KST kmsg[$id]: |"
+	say "RESULT $id $r rc=$rc time=${dt}s"
+	summary="$summary $id=$r"
 done
 
 if [ $LEAKCHECK = 1 ] && [ $((pass + fail + skip)) -gt 0 ]; then
