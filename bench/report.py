@@ -50,6 +50,10 @@ def read_matrix(path):
 
 
 def entry_key(name, args):
+    # /init names a run by its whole entry ("name:arg:arg", then the
+    # arguments again); older logs name the test alone.
+    if ":" in name:
+        return name
     return name + ("".join(":" + a for a in args.split()) if args else "")
 
 
