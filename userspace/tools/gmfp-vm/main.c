@@ -1214,9 +1214,10 @@ static int cmd_migrate(const char *dest)
 			  r ? strerror(-r) : "it failed");
 		goto out;
 	}
-	s.downtime_ms = (double)m.a / 1000;
-	note("the destination resumed after %.1f ms of downtime; serving its pages",
-	     s.downtime_ms);
+	/* pause to the destination's word that it runs: an upper bound */
+	s.downtime_ms = (gvm_now() - t_pause) * 1000;
+	note("the destination resumed after %.1f ms of downtime (%.1f ms by its clock); "
+	     "serving its pages", s.downtime_ms, (double)m.a / 1000);
 	/* keep serving until the destination has every page */
 	while (!done) {
 		struct pollfd pf = { .fd = ctl, .events = POLLIN };

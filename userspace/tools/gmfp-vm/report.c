@@ -5,8 +5,17 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gvm.h"
+
+double gvm_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 uint64_t gvm_expected_sum(uint64_t seed, uint64_t gen, uint64_t npages)
 {

@@ -18,14 +18,6 @@
 
 extern const uint8_t gv_payload_start[], gv_payload_end[];
 
-double gvm_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int fail(char *err, size_t len, int e, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 static int fail(char *err, size_t len, int e, const char *fmt, ...)
