@@ -110,17 +110,18 @@ struct gv_cpu {
 };
 
 #define GV_STATE_MAGIC 0x54534d5650464d47ull	/* "GMFPVMST" */
-#define GV_STATE_VERSION 1
+#define GV_STATE_VERSION 2
 struct gv_state_hdr {
 	uint64_t magic;
 	uint32_t version, hdr_size;
 	uint32_t cpu_size, flags;
 	uint64_t low_size, ram_size, ram_gpa;
 	uint64_t seed;
-	uint64_t reserved[4];
+	uint64_t low_pages;		/* low memory pages stored (not all zero) */
+	uint64_t reserved[3];
 };
 
-/* header + struct gv_cpu + low memory, as one buffer */
+/* header + struct gv_cpu + low memory map and pages, as one buffer */
 struct gv_blob {
 	uint8_t *buf;
 	size_t len;
@@ -132,7 +133,8 @@ int gvm_set_cpu(struct gvm *v, const struct gv_cpu *c);
 int gvm_state_blob(struct gvm *v, uint64_t seed, struct gv_blob *b);
 /* Check a blob; its header, cpu and low memory. */
 int gvm_blob_parse(const struct gv_blob *b, const struct gv_state_hdr **h,
-		   const struct gv_cpu **c, const uint8_t **low, char *err, size_t len);
+		   const struct gv_cpu **c, const uint64_t **low_map, const uint8_t **low_pages,
+		   char *err, size_t len);
 /* Into a VM created with the blob's RAM size: low memory and vCPU. */
 int gvm_blob_load(struct gvm *v, const struct gv_blob *b, char *err, size_t len);
 /* Snapshot directory: DIR/state (blob) and DIR/memory (RAM image). */
@@ -186,7 +188,10 @@ void gvm_server_stop(struct gvm_server *s);
 
 /* Control connection messages (source <-> destination), native endian. */
 #define GV_MIG_MAGIC 0x474d5650464d47ull	/* "GMFPVMG" */
-enum { GV_MIG_STATE = 1, GV_MIG_RESUMED = 2, GV_MIG_DONE = 3, GV_MIG_FAILED = 4 };
+enum {
+	GV_MIG_HELLO = 1, GV_MIG_READY = 2, GV_MIG_STATE = 3, GV_MIG_RESUMED = 4,
+	GV_MIG_DONE = 5, GV_MIG_FAILED = 6,
+};
 struct gv_mig_msg {
 	uint64_t magic;
 	uint32_t type, reserved;
@@ -194,6 +199,9 @@ struct gv_mig_msg {
 	uint64_t a, b, c, d;		/* per type */
 };
 /*
+ * HELLO   a = RAM bytes, b = page server port, c = the guest's GV_F_* (source,
+ *         while its guest still runs)
+ * READY   the destination has its VM and page source (not serving yet)
  * STATE   a = page server port, b = µs since the source paused, c = source
  *         pages (total); then the blob
  * RESUMED a = downtime µs as the destination measured it

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,6 +38,11 @@
 
 #define DEFAULT_MEM (256ull << 20)
 #define DEFAULT_SEED 0x6d656d6f72792121ull
+#ifndef MADV_POPULATE_READ
+#define GVM_MADV_POPULATE_READ 22
+#else
+#define GVM_MADV_POPULATE_READ MADV_POPULATE_READ
+#endif
 
 struct opts {
 	uint64_t mem;
@@ -66,7 +72,7 @@ struct summary {
 	const char *pager;
 	char source[300];
 	char snapshot[300];
-	double downtime_ms, present_ms, verified_ms, total_ms, write_ms;
+	double downtime_ms, downtime_before_ms, present_ms, verified_ms, total_ms, write_ms;
 	bool have_engine;
 	struct gmfp_engine_stats es;
 	bool have_ks;
@@ -148,8 +154,9 @@ static void progress_show(struct progress *p, const char *what, uint64_t done, u
 	for (i = 0; i < w; i++)
 		bar[i] = i < fill ? '#' : '.';
 	bar[w] = 0;
-	fprintf(stderr, "%s  [%s] %3d%% %-10s %s%s", p->tty ? "\r" : "", bar,
-		(int)(done * 100 / total), what, extra ? extra : "", p->tty ? "\033[K" : "\n");
+	fprintf(stderr, "%s  [%s] %3d%% %s %" PRIu64 "/%" PRIu64 " %s%s", p->tty ? "\r" : "",
+		bar, (int)(done * 100 / total), what, done, total, extra ? extra : "",
+		p->tty ? "\033[K" : "\n");
 	p->shown = true;
 }
 
@@ -295,7 +302,10 @@ static void print_summary(const struct summary *s)
 		printf("  snapshot          %s\n", s->snapshot);
 	if (s->write_ms > 0)
 		printf("  boot to verified  %.1f ms (write + verify all of RAM)\n", s->write_ms);
-	if (s->downtime_ms > 0)
+	if (s->downtime_ms > 0 && s->downtime_before_ms > 0)
+		printf("  downtime          %.1f ms (%.1f on the source: pause to state sent)\n",
+		       s->downtime_ms, s->downtime_before_ms);
+	else if (s->downtime_ms > 0)
 		printf("  downtime          %.1f ms (vCPU stopped or not yet running)\n",
 		       s->downtime_ms);
 	if (s->present_ms > 0)
@@ -367,6 +377,8 @@ static void print_json(const struct summary *s)
 		jb_str(&j, "snapshot", s->snapshot);
 	jb_dbl(&j, "boot_to_verified_ms", s->write_ms);
 	jb_dbl(&j, "downtime_ms", s->downtime_ms);
+	if (s->downtime_before_ms > 0)
+		jb_dbl(&j, "downtime_on_source_ms", s->downtime_before_ms);
 	jb_dbl(&j, "present_ms", s->present_ms);
 	jb_dbl(&j, "verified_ms", s->verified_ms);
 	jb_dbl(&j, "served_ms", s->postcopy_ms);
@@ -819,7 +831,57 @@ out:
 	return r;
 }
 
-static int dest_source(struct dest *d, const struct dest_how *h)
+/*
+ * Before the state: the page source and the engine (not started: a
+ * postcopy source is still running, its pages are not final yet).
+ */
+static int dest_source_prepare(struct dest *d, const struct dest_how *h)
+{
+	struct summary *s = d->s;
+	GMFP_OPTS_INIT(struct gmfp_engine_opts, eo);
+	uint32_t region;
+	int r;
+
+	if (h->kind == SRC_EAGER || O.pager)
+		return 0;
+	if (h->kind == SRC_FILE) {
+		GMFP_OPTS_INIT(struct gmfp_file_opts, fo);
+
+		fo.fd = -1;
+		fo.path = h->image;
+		/* gmfp: the image as a page source */
+		r = gmfp_source_file(&d->src, &fo);
+	} else {
+		GMFP_OPTS_INIT(struct gmfp_tcp_opts, to);
+
+		to.host = h->host;
+		to.port = h->port;
+		to.nr_regions = 1;
+		to.region_sizes = &d->v.ram_size;
+		to.timeout_ms = 5000;
+		to.connect_timeout_ms = 2000;
+		/* gmfp: the source's page server as a page source */
+		r = gmfp_source_tcp(&d->src, &to);
+	}
+	if (r) {
+		set_error(s, GVM_EXIT_SETUP, "page source: %s", strerror(-r));
+		return r;
+	}
+	eo.workers = O.workers;
+	eo.bg_order = GMFP_BG_SEQUENTIAL;
+	eo.flags = GMFP_ENGINE_FINISH;
+	eo.on_error = on_engine_error;
+	/* gmfp: the fault engine: demand first, the rest in the background */
+	r = gmfp_engine_new(&d->e, d->src, &eo);
+	if (!r)
+		r = gmfp_engine_add(d->e, d->v.gmem, &region);
+	if (r)
+		set_error(s, GVM_EXIT_SETUP, "fault engine: %s", strerror(-r));
+	return r;
+}
+
+/* With the state loaded, in the downtime: start serving. */
+static int dest_source_start(struct dest *d, const struct dest_how *h)
 {
 	struct summary *s = d->s;
 	struct gmfp_pager_region reg;
@@ -861,50 +923,23 @@ static int dest_source(struct dest *d, const struct dest_how *h)
 				  strerror(-r), msg[0] ? ": " : "", msg);
 		return r;
 	}
-	if (h->kind == SRC_FILE) {
-		GMFP_OPTS_INIT(struct gmfp_file_opts, fo);
-
-		fo.fd = -1;
-		fo.path = h->image;
-		/* gmfp: the image as a page source */
-		r = gmfp_source_file(&d->src, &fo);
-	} else {
-		GMFP_OPTS_INIT(struct gmfp_tcp_opts, to);
-
-		to.host = h->host;
-		to.port = h->port;
-		to.nr_regions = 1;
-		to.region_sizes = &d->v.ram_size;
-		to.timeout_ms = 5000;
-		to.connect_timeout_ms = 2000;
-		/* gmfp: the source's page server as a page source */
-		r = gmfp_source_tcp(&d->src, &to);
-	}
+	r = gmfp_engine_start(d->e);
 	if (r) {
-		set_error(s, GVM_EXIT_SETUP, "page source: %s", strerror(-r));
+		set_error(s, GVM_EXIT_SETUP, "fault engine: %s", strerror(-r));
 		return r;
 	}
-	{
-		GMFP_OPTS_INIT(struct gmfp_engine_opts, eo);
-		uint32_t region;
-
-		eo.workers = O.workers;
-		eo.bg_order = GMFP_BG_SEQUENTIAL;
-		eo.flags = GMFP_ENGINE_FINISH;
-		eo.on_error = on_engine_error;
-		/* gmfp: the fault engine: demand first, the rest in the background */
-		r = gmfp_engine_new(&d->e, d->src, &eo);
-		if (!r)
-			r = gmfp_engine_add(d->e, d->v.gmem, &region);
-		if (!r)
-			r = gmfp_engine_start(d->e);
-		if (r) {
-			set_error(s, GVM_EXIT_SETUP, "fault engine: %s", strerror(-r));
-			return r;
-		}
-		d->v.engine = d->e;	/* EXIT policy: the vCPU thread asks it */
-	}
+	d->v.engine = d->e;	/* EXIT policy: the vCPU thread asks it */
 	return 0;
+}
+
+/* The VM and its page source, ahead of the state (@guest_apf: the policy). */
+static int dest_prepare(struct dest *d, uint64_t ram_size, bool guest_apf,
+			const struct dest_how *h)
+{
+	d->p.tty = isatty(2);
+	if (choose_policy(d->s, guest_apf) || create_vm(&d->v, d->s, ram_size))
+		return -EINVAL;
+	return dest_source_prepare(d, h);
 }
 
 /*
@@ -912,32 +947,26 @@ static int dest_source(struct dest *d, const struct dest_how *h)
  * pass through.  @t0 is when the downtime began on this side, @before_s
  * what the other side already counted (the source's pause to send).
  */
-static int dest_run(struct dest *d, const struct gv_blob *b, const struct dest_how *h,
-		    double t0, double before_s)
+static int dest_resume(struct dest *d, const struct gv_blob *b, const struct dest_how *h,
+		       double t0, double before_s)
 {
 	struct summary *s = d->s;
 	const struct gv_state_hdr *hdr;
 	const struct gv_cpu *cpu;
+	const uint64_t *map;
 	const uint8_t *low;
 	char err[512];
 	int r;
 
-	d->pager_sock = -1;
-	d->p.tty = isatty(2);
-	if (gvm_blob_parse(b, &hdr, &cpu, &low, err, sizeof(err))) {
+	if (gvm_blob_parse(b, &hdr, &cpu, &map, &low, err, sizeof(err)) ||
+	    gvm_blob_load(&d->v, b, err, sizeof(err))) {
 		set_error(s, GVM_EXIT_SETUP, "%s", err);
 		return -EINVAL;
 	}
 	d->seed = hdr->seed;
-	if (choose_policy(s, gvm_cpu_apf_enabled(cpu)) || create_vm(&d->v, s, hdr->ram_size))
-		return -EINVAL;
-	if (gvm_blob_load(&d->v, b, err, sizeof(err))) {
-		set_error(s, GVM_EXIT_SETUP, "%s", err);
-		return -EINVAL;
-	}
 	/* the memory task reads everything back when it resumes */
 	d->seq = gvm_command(&d->v, GV_CMD_VERIFY, 0);
-	r = dest_source(d, h);
+	r = dest_source_start(d, h);
 	if (r)
 		return r;
 	d->cu0 = d->v.st->compute_units;
@@ -949,6 +978,7 @@ static int dest_run(struct dest *d, const struct gv_blob *b, const struct dest_h
 	}
 	d->t_resume = d->last_change = gvm_now();
 	s->downtime_ms = (before_s + d->t_resume - t0) * 1000;
+	s->downtime_before_ms = before_s * 1000;
 	if (d->ctl >= 0)
 		gvm_send_msg(d->ctl, GV_MIG_RESUMED, (uint64_t)(s->downtime_ms * 1000), 0, 0,
 			     NULL, 0);
@@ -1075,7 +1105,24 @@ static int cmd_restore(const char *dir)
 	snprintf(s.source, sizeof(s.source), "%.200s (%s)", image,
 		 !O.lazy ? "copied in before the vCPU runs" :
 		 O.pager ? "served by gmfp-pager" : "served by the in-process fault engine");
-	dest_run(&d, &b, &h, t0, 0);
+	{
+		const struct gv_state_hdr *hdr;
+		const struct gv_cpu *cpu;
+		const uint64_t *map;
+		const uint8_t *low;
+
+		if (gvm_blob_parse(&b, &hdr, &cpu, &map, &low, err, sizeof(err))) {
+			set_error(&s, GVM_EXIT_SETUP, "%s: %s", path, err);
+			goto out;
+		}
+		if ((uint64_t)sb.st_size != hdr->ram_size) {
+			set_error(&s, GVM_EXIT_SOURCE, "%s: %lld bytes, the state says %llu", image,
+				  (long long)sb.st_size, (unsigned long long)hdr->ram_size);
+			goto out;
+		}
+		if (!dest_prepare(&d, hdr->ram_size, gvm_cpu_apf_enabled(cpu), &h))
+			dest_resume(&d, &b, &h, t0, 0);
+	}
 out:
 	dest_destroy(&d);
 	free(b.buf);
@@ -1100,7 +1147,6 @@ static int cmd_incoming(const char *port)
 	dest_init(&d, &s);
 	s.mode = "incoming (postcopy destination)";
 	s.pager = O.pager;
-	s.ram_size = 0;
 	snprintf(addr, sizeof(addr), "%s:%s", O.listen ? O.listen : "0.0.0.0", port);
 	lfd = gvm_listen(addr, 1, NULL, err, sizeof(err));
 	if (lfd < 0) {
@@ -1119,14 +1165,17 @@ static int cmd_incoming(const char *port)
 		set_error(&s, GVM_EXIT_TIMEOUT, "no source connected within %d s", O.timeout_s);
 		goto out;
 	}
-	r = gvm_recv_msg(d.ctl, &m, (void **)&b.buf, O.timeout_s * 1000);
-	t0 = gvm_now();
-	if (r || m.type != GV_MIG_STATE || !b.buf) {
-		set_error(&s, GVM_EXIT_SOURCE, "no vCPU state from the source: %s",
+	/*
+	 * HELLO: the RAM size, the page server's port, whether the guest took
+	 * async #PF.  The VM and its page source are set up now, while the
+	 * source still runs: none of it counts as downtime.
+	 */
+	r = gvm_recv_msg(d.ctl, &m, NULL, O.timeout_s * 1000);
+	if (r || m.type != GV_MIG_HELLO) {
+		set_error(&s, GVM_EXIT_SOURCE, "no hello from the source: %s",
 			  r ? strerror(-r) : "unexpected message");
 		goto out;
 	}
-	b.len = m.len;
 	h.kind = SRC_TCP;
 	if (peer.ss_family == AF_INET6)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, h.host,
@@ -1134,10 +1183,22 @@ static int cmd_incoming(const char *port)
 	else
 		inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, h.host,
 			  sizeof(h.host));
-	snprintf(h.port, sizeof(h.port), "%u", (unsigned int)m.a);
+	snprintf(h.port, sizeof(h.port), "%u", (unsigned int)m.b);
 	snprintf(s.source, sizeof(s.source), "page server %s:%s (%s)", h.host, h.port,
 		 O.pager ? "through gmfp-pager" : "in-process fault engine");
-	dest_run(&d, &b, &h, t0, (double)m.b / 1e6);
+	if (dest_prepare(&d, m.a, m.c & GV_F_APF, &h))
+		goto out;
+	r = gvm_send_msg(d.ctl, GV_MIG_READY, 0, 0, 0, NULL, 0);
+	if (!r)
+		r = gvm_recv_msg(d.ctl, &m, (void **)&b.buf, O.timeout_s * 1000);
+	t0 = gvm_now();
+	if (r || m.type != GV_MIG_STATE || !b.buf) {
+		set_error(&s, GVM_EXIT_SOURCE, "no vCPU state from the source: %s",
+			  r ? strerror(-r) : "unexpected message");
+		goto out;
+	}
+	b.len = m.len;
+	dest_resume(&d, &b, &h, t0, (double)m.b / 1e6);
 out:
 	if (d.ctl >= 0 && s.exit_code)
 		gvm_send_msg(d.ctl, GV_MIG_FAILED, 0, 0, 0, NULL, 0);
@@ -1189,7 +1250,19 @@ static int cmd_migrate(const char *dest)
 	}
 	if (boot_and_run(&v, &s, &boot_ms))
 		goto out;
-	collect_guest(&v, &s, O.seed);
+	/*
+	 * While the guest runs: map every page in this process (the page
+	 * server reads through the mapping), and let the destination set up.
+	 */
+	madvise(v.ram, v.ram_size, GVM_MADV_POPULATE_READ);
+	r = gvm_send_msg(ctl, GV_MIG_HELLO, v.ram_size, port, v.st->flags, NULL, 0);
+	if (!r)
+		r = gvm_recv_msg(ctl, &m, NULL, 60000);
+	if (r || m.type != GV_MIG_READY) {
+		set_error(&s, GVM_EXIT_SETUP, "the destination is not ready: %s",
+			  r ? strerror(-r) : "it failed");
+		goto out;
+	}
 
 	/* stop: from here on the source's RAM does not change */
 	t_pause = gvm_now();
@@ -1294,7 +1367,7 @@ static void usage(FILE *f)
 "      --serve HOST:PORT      migrate: page server address (0.0.0.0:0)\n"
 "      --throttle-us N        migrate: the page server takes N us a page (a slow\n"
 "                             link, for tests and demos)\n"
-"  -w, --workers N            fault engine threads (2)\n"
+"  -w, --workers N            fault engine threads (3)\n"
 "      --compute-ms MS        after verifying, let the compute task run (200)\n"
 "      --seed N               of the memory pattern (a fixed default)\n"
 "      --no-async-pf          the guest does not enable async #PF\n"
@@ -1394,7 +1467,7 @@ int main(int argc, char **argv)
 	O.mem = DEFAULT_MEM;
 	O.seed = DEFAULT_SEED;
 	O.fallback = GMFP_POLICY_WAIT;
-	O.workers = 2;
+	O.workers = 3;
 	O.compute_ms = 200;
 	O.timeout_s = 600;
 	O.stall_s = 30;

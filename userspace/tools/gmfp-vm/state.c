@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
  * vCPU state and snapshots.  A snapshot is a directory:
- *   state    header, vCPU state (struct gv_cpu), low memory
+ *   state    header, vCPU state (struct gv_cpu), low memory (its pages
+ *            that are not all zero)
  *   memory   the RAM image, one 4 KiB page after the other
  * A postcopy migration sends the same state blob over its control
  * connection; the RAM follows through the page server.
@@ -95,38 +96,77 @@ bool gvm_cpu_apf_enabled(const struct gv_cpu *c)
 	return c->msr[2] & GVM_ASYNC_PF_ENABLED;
 }
 
+#define LOW_PAGES (GV_LOW_SIZE / PG)
+#define LOW_MAP_WORDS (LOW_PAGES / 64)
+
+static bool page_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	size_t i;
+
+	for (i = 0; i < PG / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/*
+ * Blob: header, struct gv_cpu, a bitmap of the low memory pages that are
+ * not all zero (LOW_MAP_WORDS u64s), those pages.  Low memory is mostly
+ * zero (page tables, a status page, a 40 KiB payload): this keeps what a
+ * migration sends inside its downtime small.
+ */
 int gvm_state_blob(struct gvm *v, uint64_t seed, struct gv_blob *b)
 {
+	uint64_t map[LOW_MAP_WORDS] = { 0 }, n = 0, i;
 	struct gv_state_hdr h;
 	struct gv_cpu c;
+	uint8_t *p;
 	int r;
 
 	r = gvm_get_cpu(v, &c);
 	if (r)
 		return r;
+	for (i = 0; i < LOW_PAGES; i++)
+		if (!page_zero(v->low + i * PG)) {
+			map[i / 64] |= 1ull << (i % 64);
+			n++;
+		}
 	memset(&h, 0, sizeof(h));
 	h.magic = GV_STATE_MAGIC;
 	h.version = GV_STATE_VERSION;
 	h.hdr_size = sizeof(h);
 	h.cpu_size = sizeof(c);
 	h.low_size = GV_LOW_SIZE;
+	h.low_pages = n;
 	h.ram_size = v->ram_size;
 	h.ram_gpa = GV_RAM_GPA;
 	h.seed = seed;
-	b->len = sizeof(h) + sizeof(c) + GV_LOW_SIZE;
+	b->len = sizeof(h) + sizeof(c) + sizeof(map) + n * PG;
 	b->buf = malloc(b->len);
 	if (!b->buf)
 		return -ENOMEM;
-	memcpy(b->buf, &h, sizeof(h));
-	memcpy(b->buf + sizeof(h), &c, sizeof(c));
-	memcpy(b->buf + sizeof(h) + sizeof(c), v->low, GV_LOW_SIZE);
+	p = b->buf;
+	memcpy(p, &h, sizeof(h));
+	memcpy(p += sizeof(h), &c, sizeof(c));
+	memcpy(p += sizeof(c), map, sizeof(map));
+	p += sizeof(map);
+	for (i = 0; i < LOW_PAGES; i++)
+		if (map[i / 64] >> (i % 64) & 1) {
+			memcpy(p, v->low + i * PG, PG);
+			p += PG;
+		}
 	return 0;
 }
 
 int gvm_blob_parse(const struct gv_blob *b, const struct gv_state_hdr **hp,
-		   const struct gv_cpu **cp, const uint8_t **low, char *err, size_t len)
+		   const struct gv_cpu **cp, const uint64_t **map, const uint8_t **pages,
+		   char *err, size_t len)
 {
 	const struct gv_state_hdr *h = (const void *)b->buf;
+	const uint64_t *m;
+	uint64_t n = 0, i;
+	size_t fixed = sizeof(*h) + sizeof(struct gv_cpu) + LOW_MAP_WORDS * 8;
 
 	if (b->len < sizeof(*h) || h->magic != GV_STATE_MAGIC)
 		return errf(err, len, 0, "not a gmfp-vm state");
@@ -134,13 +174,20 @@ int gvm_blob_parse(const struct gv_blob *b, const struct gv_state_hdr **hp,
 	    h->cpu_size != sizeof(struct gv_cpu) || h->low_size != GV_LOW_SIZE ||
 	    h->ram_gpa != GV_RAM_GPA)
 		return errf(err, len, 0, "state of another gmfp-vm version (%u)", h->version);
-	if (b->len != sizeof(*h) + h->cpu_size + h->low_size)
-		return errf(err, len, 0, "state truncated (%zu bytes)", b->len);
+	if (b->len < fixed || h->low_pages > LOW_PAGES || b->len != fixed + h->low_pages * PG)
+		return errf(err, len, 0, "state truncated or padded (%zu bytes)", b->len);
+	m = (const uint64_t *)(b->buf + sizeof(*h) + sizeof(struct gv_cpu));
+	for (i = 0; i < LOW_MAP_WORDS; i++)
+		n += (uint64_t)__builtin_popcountll(m[i]);
+	if (n != h->low_pages)
+		return errf(err, len, 0, "state: %llu low pages listed, %llu stored",
+			    (unsigned long long)n, (unsigned long long)h->low_pages);
 	if (!h->ram_size || h->ram_size % (2u << 20) || h->ram_size > GV_RAM_MAX)
 		return errf(err, len, 0, "state with a bad memory size");
 	*hp = h;
 	*cp = (const void *)(b->buf + sizeof(*h));
-	*low = b->buf + sizeof(*h) + h->cpu_size;
+	*map = m;
+	*pages = b->buf + fixed;
 	return 0;
 }
 
@@ -148,17 +195,25 @@ int gvm_blob_load(struct gvm *v, const struct gv_blob *b, char *err, size_t len)
 {
 	const struct gv_state_hdr *h;
 	const struct gv_cpu *c;
-	const uint8_t *low;
+	const uint64_t *map;
+	const uint8_t *pages;
+	uint64_t i;
 	int r;
 
-	r = gvm_blob_parse(b, &h, &c, &low, err, len);
+	r = gvm_blob_parse(b, &h, &c, &map, &pages, err, len);
 	if (r)
 		return r;
 	if (h->ram_size != v->ram_size)
 		return errf(err, len, 0, "state of %llu MiB, VM of %llu MiB",
 			    (unsigned long long)(h->ram_size >> 20),
 			    (unsigned long long)(v->ram_size >> 20));
-	memcpy(v->low, low, GV_LOW_SIZE);
+	for (i = 0; i < LOW_PAGES; i++)
+		if (map[i / 64] >> (i % 64) & 1) {
+			memcpy(v->low + i * PG, pages, PG);
+			pages += PG;
+		} else {
+			memset(v->low + i * PG, 0, PG);
+		}
 	if (v->st->magic != GV_MAGIC || v->st->ram_pages != v->ram_pages)
 		return errf(err, len, 0, "state: the guest's status page is not gmfp-vm's");
 	r = gvm_set_cpu(v, c);
