@@ -26,6 +26,11 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0
 
 step() { echo; echo "### $*"; echo; }
 
+kind="release kernel"
+[ -e /sys/kernel/debug/kmemleak ] && kind="debug kernel (KASAN, lockdep, kmemleak: every figure is slower)"
+echo "gmfp-vm demo: $(uname -r), $kind, QEMU TCG (nested SVM), clock $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)"
+echo "RAM $mem; the tools are ASan+UBSan builds"
+
 step "1/3  gmfp-vm snapshot --mem $mem $snap"
 "$vm" snapshot --mem "$mem" --progress "$snap"
 
