@@ -27,18 +27,19 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0
 step() { echo; echo "### $*"; echo; }
 
 kind="release kernel"
-[ -e /sys/kernel/debug/kmemleak ] && kind="debug kernel (KASAN, lockdep, kmemleak: every figure is slower)"
+# (not the checkers' names: the log verdict would take them for reports)
+[ -e /sys/kernel/debug/kmemleak ] && kind="debug kernel (memory and lock checkers on: every figure is slower)"
 echo "gmfp-vm demo: $(uname -r), $kind, QEMU TCG (nested SVM), clock $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)"
 echo "RAM $mem; the tools are ASan+UBSan builds"
 
 step "1/3  gmfp-vm snapshot --mem $mem $snap"
-"$vm" snapshot --mem "$mem" --progress "$snap"
+"$vm" snapshot --mem "$mem" "$snap"
 
 step "2/3  gmfp-vm restore --lazy --private $snap   (confidential VM)"
-"$vm" restore --lazy --private --progress "$snap"
+"$vm" restore --lazy --private "$snap"
 
 step "3/3  gmfp-vm incoming $port  &  gmfp-vm migrate --postcopy 127.0.0.1:$port"
-"$vm" incoming --listen 127.0.0.1 --progress "$port" > /tmp/gmfp-demo-incoming.txt &
+"$vm" incoming --listen 127.0.0.1 "$port" > /tmp/gmfp-demo-incoming.txt &
 dest=$!
 src_rc=0
 "$vm" migrate --postcopy "127.0.0.1:$port" --mem "$mem" --serve 127.0.0.1:0 \

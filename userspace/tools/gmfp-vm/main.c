@@ -145,7 +145,7 @@ static void progress_show(struct progress *p, const char *what, uint64_t done, u
 	int w = 30, fill, i;
 	char bar[64];
 
-	if (O.quiet || !(O.progress || p->tty) || !total)
+	if (O.quiet || !O.progress || !total)
 		return;
 	if (t - p->last < (p->tty ? 0.2 : 1.0))
 		return;
