@@ -3,7 +3,8 @@
 #   make              userspace tools (userspace/)
 #   make check        everything CI runs: deps, host unit tests, debug kernel,
 #                     selftests, VM run of the default test set
-#   make demo         boot the VM and run guest_memfd_presence_test
+#   make demo         in the VM: gmfp-vm snapshots a VM, restores it lazily into
+#                     a confidential VM, migrates one post-copy (summaries)
 #   make vm-test      kernel + selftests + initramfs + boot + run   [TESTS="a b"]
 #   make shell        boot the VM to a shell (tests in /kvm; Ctrl-A X quits)
 #   make kernel       [FLAVOR=debug|release]    make selftests    make deps
@@ -91,10 +92,14 @@ bench-lib: deps
 	@FLAVOR=release TESTS=userspace/bench_lib APPEND="tsc=reliable $(APPEND)" \
 		VERBOSE=1 KST_TIMEOUT=$${KST_TIMEOUT:-900} $(S)/vm-test.sh
 
+# The reference VMM end to end (userspace/tests/vm/demo.sh): snapshot, lazy
+# restore into a KVM_X86_SW_PROTECTED_VM, postcopy migration on loopback.
+# tsc=reliable: a fine guest clock for the figures (else jiffies, 4 ms).
 demo: deps
-	@echo "demo: boots the test VM and runs guest_memfd_presence_test."
-	@echo "demo: (the post-copy migration demo with the userspace tools comes later)"
-	@MODE=demo TESTS=guest_memfd_presence_test $(S)/vm-test.sh
+	@echo "demo: gmfp-vm in the test VM: snapshot, lazy restore into a confidential VM,"
+	@echo "demo: post-copy migration between two VMM processes (userspace/tests/vm/demo.sh)"
+	@MODE=demo TESTS=userspace/demo APPEND="tsc=reliable $(APPEND)" \
+		KST_TIMEOUT=$${KST_TIMEOUT:-900} $(S)/vm-test.sh
 
 shell: deps
 	@MODE=shell $(S)/vm-test.sh

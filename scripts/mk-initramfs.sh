@@ -26,10 +26,12 @@ mkdir -p "$ROOT"/{bin,sbin,proc,sys,dev,tmp,kvm/x86}
 file -L "$BUSYBOX" | grep -q 'statically linked' || die "$BUSYBOX is not static (apt install busybox-static)"
 cp "$BUSYBOX" "$ROOT/bin/busybox"
 install -m755 "$TOP/scripts/init.sh" "$ROOT/init"
-# A dynamically linked program and everything ld.so will load for it.
+# A dynamically linked program and everything ld.so will load for it (a
+# script is copied as it is: busybox runs it).
 add_dynamic() {
 	local bin=$1 dst=$2 lib
 	install -D -m755 "$bin" "$ROOT/$dst"
+	[ "$(head -c2 "$bin")" = "#!" ] && return 0
 	for lib in $(ldd "$bin" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }'); do
 		[ -e "$ROOT$lib" ] || install -D -m755 "$(readlink -f "$lib")" "$ROOT$lib"
 	done
