@@ -35,7 +35,7 @@ FLAVOR ?= debug
 export FLAVOR
 S := scripts
 
-.PHONY: all userspace deps kernel selftests initramfs vm-test check check-series cross-build mutants demo shell clean distclean bench bench-lib
+.PHONY: all userspace deps kernel selftests initramfs vm-test check check-upstream check-series cross-build mutants demo shell clean distclean bench bench-lib
 
 all: userspace
 
@@ -68,6 +68,10 @@ endif
 
 check:
 	@$(S)/check.sh
+
+# The upstream selftests left out of make check for time (scripts/common.sh).
+check-upstream: deps
+	@bash -c '. $(S)/common.sh && TESTS="$$SLOW_UPSTREAM_TESTS" exec $(S)/vm-test.sh'
 
 # Every prefix of the patch series builds, without compiler warnings.
 check-series: deps
