@@ -24,7 +24,8 @@ export CACHE OUT FLAVOR
 UPSTREAM_TESTS="guest_memfd_test demand_paging_test:-b:256M set_memory_region_test:3
  x86/private_mem_conversions_test x86/private_mem_kvm_exits_test pre_fault_memory_test
  x86/sync_regs_test x86/svm_vmcall_test kvm_create_max_vcpus"
-OUR_TESTS="guest_memfd_presence_test guest_memfd_presence_ops_test x86/guest_memfd_presence_apf_test"
+OUR_TESTS="guest_memfd_presence_test guest_memfd_presence_ops_test x86/guest_memfd_presence_apf_test
+ guest_memfd_presence_stress_test guest_memfd_presence_fuzz_test"
 
 log() { echo "[$(basename "$0" .sh)] $*" >&2; }
 die() { echo "[$(basename "$0" .sh)] ERROR: $*" >&2; exit 1; }
