@@ -20,7 +20,7 @@
  * 20 s is a hang.
  *
  *   -s SEED    the call sequence (default: from the clock, printed)
- *   -n CALLS   number of calls (default 20000)
+ *   -n CALLS   number of calls (default 15000)
  *   -d SECS    stop after this long even if CALLS are not done (default 15)
  *
  * The other subtests: a process holding only a notification fd can read
@@ -61,7 +61,7 @@
 #define FZ_NVCPUS	2
 
 static u64 opt_seed;
-static unsigned long opt_calls = 20000;
+static unsigned long opt_calls = 15000;
 static unsigned int opt_seconds = 15;
 
 static const u64 shared_flags = GUEST_MEMFD_FLAG_MMAP |

@@ -669,7 +669,7 @@ static void helper_usr1(int sig)
  * guest_memfd, checking every stamp.  Only what is safe after fork() from a
  * threaded process: no stdio, no malloc, no locks.
  */
-static void __attribute__((noreturn)) helper_main(int idx)
+static void __attribute__((noreturn)) helper_main(int idx, u32 slot)
 {
 	struct helper_slot *h = &S->shm->helper[idx];
 	struct sigaction sa = { .sa_handler = helper_usr1 };
@@ -677,6 +677,8 @@ static void __attribute__((noreturn)) helper_main(int idx)
 	u64 x = S->seed ^ (getpid() * 0x2545f4914f6cdd1dull), page, k, a, b, c, gen;
 	volatile u64 *m;
 
+	/* Known as a helper before its first access can raise a record. */
+	__atomic_store_n(&S->shm->helper_pids[slot], getpid(), __ATOMIC_RELEASE);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	cur_helper = h;
 	sigaction(SIGUSR1, &sa, NULL);
@@ -723,16 +725,18 @@ static void __attribute__((noreturn)) helper_main(int idx)
 static void helper_start(int idx)
 {
 	struct helper_slot *h = &S->shm->helper[idx];
+	u32 slot = S->shm->nr_helper_pids;
 	pid_t pid;
 
+	TEST_ASSERT(slot < ARRAY_SIZE(S->shm->helper_pids), "too many helpers");
+	__atomic_store_n(&S->shm->nr_helper_pids, slot + 1, __ATOMIC_RELEASE);
 	h->busy = 0;
 	pid = fork();
 	TEST_ASSERT(pid >= 0, "fork: errno %d", errno);
 	if (!pid)
-		helper_main(idx);
+		helper_main(idx, slot);
 	h->pid = pid;
-	if (S->shm->nr_helper_pids < ARRAY_SIZE(S->shm->helper_pids))
-		S->shm->helper_pids[S->shm->nr_helper_pids++] = pid;
+	S->shm->helper_pids[slot] = pid;
 }
 
 /* Reap @pid within @secs; its wait status, or -1 if it is still there. */
@@ -776,10 +780,10 @@ static void helper_check_exit(int idx, int status)
 
 static bool is_helper_pid(pid_t pid)
 {
-	u32 i;
+	u32 i, nr = __atomic_load_n(&S->shm->nr_helper_pids, __ATOMIC_ACQUIRE);
 
-	for (i = 0; i < S->shm->nr_helper_pids; i++)
-		if (S->shm->helper_pids[i] == pid)
+	for (i = 0; i < nr; i++)
+		if (__atomic_load_n(&S->shm->helper_pids[i], __ATOMIC_ACQUIRE) == pid)
 			return true;
 	return false;
 }
