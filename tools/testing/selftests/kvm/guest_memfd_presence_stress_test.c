@@ -628,8 +628,9 @@ static void *vcpu_thread(void *arg)
 		if (run->exit_reason == KVM_EXIT_IO && run->io.port == ST_PORT) {
 			struct kvm_regs regs;
 
+			/* The source is a page's start: RSI, maybe advanced. */
 			vcpu_regs_get(vcpu, &regs);
-			src = regs.rsi - 1;
+			src = regs.rsi;
 			page = (src - ST_GPA) / PAGE_SIZE;
 			byte = *((u8 *)run + run->io.data_offset);
 			TEST_ASSERT(byte == (u8)page || byte == (u8)RETRY_WORD,
