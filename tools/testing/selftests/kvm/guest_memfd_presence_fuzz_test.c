@@ -1304,6 +1304,10 @@ int main(int argc, char **argv)
 			for (t = f->tests; t; t = t->next)
 				t->timeout = opt_seconds + 120;
 	}
+	/* The rest is the harness's; its getopt() starts afresh. */
 	argv[optind - 1] = argv[0];
-	return test_harness_run(argc - optind + 1, argv + optind - 1);
+	argc -= optind - 1;
+	argv += optind - 1;
+	optind = 0;
+	return test_harness_run(argc, argv);
 }

@@ -1746,6 +1746,10 @@ int main(int argc, char **argv)
 	main_pid = getpid();
 	atexit(print_totals);
 
+	/* The rest is the harness's; its getopt() starts afresh. */
 	argv[optind - 1] = argv[0];
-	return test_harness_run(argc - optind + 1, argv + optind - 1);
+	argc -= optind - 1;
+	argv += optind - 1;
+	optind = 0;
+	return test_harness_run(argc, argv);
 }
