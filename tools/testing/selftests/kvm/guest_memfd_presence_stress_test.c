@@ -55,6 +55,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <time.h>
 
 #include <linux/falloc.h>
@@ -348,6 +349,50 @@ static void sleep_us(u64 us)
 		;
 }
 
+/*
+ * Where every thread of this process is, and the kernel's view of the
+ * guest_memfd: printed before a failure for a thread that doesn't finish.
+ */
+static void dump_state(void)
+{
+	char path[300], buf[4096];
+	struct dirent *de;
+	ssize_t n;
+	DIR *d;
+	int fd;
+
+	d = opendir("/proc/self/task");
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", de->d_name);
+		fd = open(path, O_RDONLY);
+		n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		buf[n > 0 ? n : 0] = 0;
+		fprintf(stderr, "thread %s: %.120s\n", de->d_name, buf);
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stack", de->d_name);
+		fd = open(path, O_RDONLY);
+		n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		buf[n > 0 ? n : 0] = 0;
+		fprintf(stderr, "%s", buf);
+	}
+	if (d)
+		closedir(d);
+	for (fd = 0; fd < ST_NVCPUS && S->gv; fd++)
+		fprintf(stderr, "vCPU %d: access %llu page %llu busy %llu, async #PF: %llu not present, %llu ready, %llu broadcast, token %#llx\n",
+			fd, (unsigned long long)S->gv[fd].seq,
+			(unsigned long long)S->gv[fd].page,
+			(unsigned long long)S->gv[fd].busy,
+			(unsigned long long)S->gv[fd].np,
+			(unsigned long long)S->gv[fd].ready,
+			(unsigned long long)S->gv[fd].broadcast,
+			(unsigned long long)S->gv[fd].ready_token);
+}
+
 static bool join_within(pthread_t th, int secs, void **ret)
 {
 	struct timespec ts;
@@ -448,7 +493,8 @@ static void ps_fill(u64 i)
 		CNT(copies);
 	}
 	ps->valid = true;
-	S->set_pages++;
+	/* Fills run in several threads, each under its own page's lock. */
+	__atomic_add_fetch(&S->set_pages, 1, __ATOMIC_RELAXED);
 	model_set_present(i, true);
 }
 
@@ -489,7 +535,7 @@ static void ps_evict(u64 first, u64 n, int how)
 				 KVM_MEMORY_PRESENT_REARM);
 		for (i = first; i < first + n; i++)
 			ps_of(i)->periods++;
-		S->cleared_pages += n;
+		__atomic_add_fetch(&S->cleared_pages, n, __ATOMIC_RELAXED);
 		CNT(rearms);
 		break;
 	case 1:
@@ -501,7 +547,7 @@ static void ps_evict(u64 first, u64 n, int how)
 			ps_of(i)->periods++;
 			ps_of(i)->valid = false;
 		}
-		S->cleared_pages += n;
+		__atomic_add_fetch(&S->cleared_pages, n, __ATOMIC_RELAXED);
 		CNT(discards);
 		break;
 	default:
@@ -761,6 +807,8 @@ static void helper_check_exit(int idx, int status)
 {
 	struct helper_slot *h = &S->shm->helper[idx];
 
+	if (status == -1)
+		dump_state();
 	TEST_ASSERT(status != -1,
 		    "helper %d stuck on page %llu (present %u) after every page was filled",
 		    h->pid, (unsigned long long)h->page,
@@ -1361,13 +1409,20 @@ static void st_round(bool private, u64 ms)
 		unlock_range(i, 1);
 	}
 	S->stop_vcpus = 1;
-	for (v = 0; v < ST_NVCPUS; v++)
-		TEST_ASSERT(join_within(S->vcpu_th[v], 30, NULL),
-			    "vCPU %ld (access %llu, page %llu, busy %llu) not finished 30 s after every page was filled; policy %s",
-			    v, (unsigned long long)S->gv[v].seq,
-			    (unsigned long long)S->gv[v].page,
-			    (unsigned long long)S->gv[v].busy,
-			    pol_name[S->policy]);
+	for (v = 0; v < ST_NVCPUS; v++) {
+		if (join_within(S->vcpu_th[v], 30, NULL))
+			continue;
+		dump_state();
+		TEST_FAIL(
+			  "vCPU %ld (access %llu, page %llu, busy %llu) not finished 30 s after every page was filled; policy %s; %llu faults %llu waits %llu wakeups",
+			  v, (unsigned long long)S->gv[v].seq,
+			  (unsigned long long)S->gv[v].page,
+			  (unsigned long long)S->gv[v].busy,
+			  pol_name[S->policy],
+			  gmem_presence_stats(S->gmem).faults,
+			  gmem_presence_stats(S->gmem).waits,
+			  gmem_presence_stats(S->gmem).wakeups);
+	}
 	__atomic_store_n(&S->shm->stop, 1, __ATOMIC_RELEASE);
 	if (helpers) {
 		for (i = 0; i < ST_HELPERS; i++) {
@@ -1455,11 +1510,14 @@ static void st_teardown_round(int event)
 		set_policy(POL_EXIT);
 		break;
 	}
-	for (v = 0; v < ST_NVCPUS; v++)
-		TEST_ASSERT(join_within(S->vcpu_th[v], 20, NULL),
+	for (v = 0; v < ST_NVCPUS; v++) {
+		if (!join_within(S->vcpu_th[v], 20, NULL))
+			dump_state();
+		TEST_ASSERT(S->vcpu_done[v],
 			    "vCPU %d still in KVM_RUN 20 s after the %s (policy %s)",
 			    v, event == 0 ? "close" : event == 1 ? "memslot deletion" :
 			    "switch to EXIT", pol_name[S->policy]);
+	}
 
 	if (event == 0) {
 		/* Queued records, then end of file. */
