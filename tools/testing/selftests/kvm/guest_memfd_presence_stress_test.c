@@ -109,6 +109,12 @@ static struct kvm_vcpu_pv_apf_data apf_data[ST_NVCPUS] __aligned(64);
 struct guest_vcpu {
 	u64 accesses, retries, outs, writes, cli_reads;
 	u64 np, ready, broadcast;
+	/*
+	 * "Page ready" tokens, newest last: async #PFs nest (an ordinary one,
+	 * for memory the host has to fault in, can come while the handler
+	 * waits), so one slot for the latest token could lose the outer one.
+	 */
+	u64 ready_tokens[64];
 	u64 ready_token;
 	/* The access in progress, for the host's watchdog. */
 	u64 seq, page, busy;
@@ -137,9 +143,16 @@ static void guest_pf_handler(struct ex_regs *regs)
 		       "#PF flags %#x cr2 %#lx", flags, token);
 	gv[me].np++;
 	sti();
-	while (READ_ONCE(gv[me].ready_token) != token &&
-	       READ_ONCE(gv[me].broadcast) == b)
+	while (READ_ONCE(gv[me].broadcast) == b) {
+		int i;
+
+		for (i = 0; i < ARRAY_SIZE(gv[me].ready_tokens); i++)
+			if (READ_ONCE(gv[me].ready_tokens[i]) == token)
+				break;
+		if (i < ARRAY_SIZE(gv[me].ready_tokens))
+			break;
 		cpu_relax();
+	}
 	cli();
 }
 
@@ -151,8 +164,11 @@ static void guest_apf_isr(struct ex_regs *regs)
 	if (token == ~0u) {
 		WRITE_ONCE(gv[me].broadcast, gv[me].broadcast + 1);
 	} else {
-		gv[me].ready++;
+		WRITE_ONCE(gv[me].ready_tokens[gv[me].ready %
+					       ARRAY_SIZE(gv[me].ready_tokens)],
+			   token);
 		WRITE_ONCE(gv[me].ready_token, token);
+		gv[me].ready++;
 	}
 	WRITE_ONCE(apf_data[me].token, 0);
 	wrmsr(MSR_KVM_ASYNC_PF_ACK, 1);
