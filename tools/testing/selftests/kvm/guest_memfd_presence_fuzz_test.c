@@ -447,11 +447,21 @@ static unsigned long pick_cmd(void)
 	if (rnd() % 100 < 80)
 		return cmd;
 	switch (rnd() % 5) {
-	case 0: size += 1 + rnd() % 16; break;
-	case 1: size = rnd() % size; break;
-	case 2: size = rnd() % (1 << _IOC_SIZEBITS); break;
-	case 3: dir = rnd() % 4; break;
-	default: nr = 0xda + rnd() % 6; break;	/* unused numbers */
+	case 0:
+		size += 1 + rnd() % 16;
+		break;
+	case 1:
+		size = rnd() % size;
+		break;
+	case 2:
+		size = rnd() % (1 << _IOC_SIZEBITS);
+		break;
+	case 3:
+		dir = rnd() % 4;
+		break;
+	default:
+		nr = 0xda + rnd() % 6;	/* unused numbers */
+		break;
 	}
 	return _IOC(dir, KVMIO, nr, size);
 }

@@ -732,7 +732,7 @@ static void helper_usr1(int sig)
  * guest_memfd, checking every stamp.  Only what is safe after fork() from a
  * threaded process: no stdio, no malloc, no locks.
  */
-static void __attribute__((noreturn)) helper_main(int idx, u32 slot)
+static void __noreturn helper_main(int idx, u32 slot)
 {
 	struct helper_slot *h = &S->shm->helper[idx];
 	struct sigaction sa = { .sa_handler = helper_usr1 };
@@ -838,7 +838,8 @@ static void helper_check_exit(int idx, int status)
 		    (unsigned long long)h->fail_gen);
 	S->r.helper_accesses += h->accesses;
 	S->r.helper_writes += h->writes;
-	h->accesses = h->writes = 0;
+	h->accesses = 0;
+	h->writes = 0;
 }
 
 /* ------------------------------------------------------------- readers */
@@ -1010,7 +1011,8 @@ static void kill_one_helper(void)
 		    (unsigned long long)h->fail_words[2]);
 	S->r.helper_accesses += h->accesses;
 	S->r.helper_writes += h->writes;
-	h->accesses = h->writes = 0;
+	h->accesses = 0;
+	h->writes = 0;
 	CNT(kills);
 	helper_start(idx);
 }
@@ -1229,8 +1231,12 @@ static void st_create(bool private)
 		ps_of(i)->periods = 1;
 	}
 	set_policy(S->policy);
-	S->set_pages = S->cleared_pages = 0;
-	S->stop_racers = S->stop_vcpus = S->stop_readers = S->stop_watchdog = 0;
+	S->set_pages = 0;
+	S->cleared_pages = 0;
+	S->stop_racers = 0;
+	S->stop_vcpus = 0;
+	S->stop_readers = 0;
+	S->stop_watchdog = 0;
 	S->slot_gone = 0;
 	S->slot_back_ns = 0;
 	memset((void *)S->vcpu_done, 0, sizeof(S->vcpu_done));
@@ -1481,7 +1487,8 @@ static void st_teardown_round(int event)
 	S->policy = rnd() % NR_POL;
 	if (event == 2 && S->policy == POL_EXIT)
 		S->policy = POL_WAIT;
-	S->policy_storm = S->slot_cycle = false;
+	S->policy_storm = false;
+	S->slot_cycle = false;
 	S->records_only = true;
 	S->apf = true;
 	st_create(false);
