@@ -58,6 +58,9 @@
 #define FZ_SLOT		1
 #define FZ_NPAGES	64
 #define FZ_SIZE		(FZ_NPAGES * PAGE_SIZE)
+/* B is larger: marking all of it takes long enough for a signal to come. */
+#define FZ_B_NPAGES	8192
+#define FZ_B_SIZE	((u64)FZ_B_NPAGES * PAGE_SIZE)
 #define FZ_NVCPUS	2
 
 static u64 opt_seed;
@@ -123,6 +126,8 @@ struct fz {
 	unsigned long calls, by_kind[NR_FD_KINDS], ok, errs[200];
 	unsigned long finishes, rotations, notify_fds, records, served;
 	unsigned long exits, eintr_run, creates, caps;
+	/* B or C finished: fuzzed so for a while, then replaced. */
+	int finished[3];
 };
 
 static struct fz *F;
@@ -281,8 +286,8 @@ static void fz_setup(void)
 		vcpu_args_set(F->vcpu[v], 1, rnd());
 	vm_enable_cap(F->vm, KVM_CAP_GUEST_MEMFD_PRESENCE, KVM_GMEM_PRESENCE_WAIT);
 
-	F->gmem_b = vm_create_guest_memfd(F->vm, FZ_SIZE, shared_flags);
-	F->map_b = kvm_mmap(FZ_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+	F->gmem_b = vm_create_guest_memfd(F->vm, FZ_B_SIZE, shared_flags);
+	F->map_b = kvm_mmap(FZ_B_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
 			    F->gmem_b);
 	F->plain = vm_create_guest_memfd(F->vm, FZ_SIZE, GUEST_MEMFD_FLAG_MMAP);
 	F->gmem_c = -1;
@@ -335,18 +340,20 @@ static void fz_setup(void)
 
 static u64 pick_offset(u64 size)
 {
+	u64 npages = size / PAGE_SIZE;
+
 	switch (rnd() % 12) {
 	case 0: return 0;
 	case 1: return size;
 	case 2: return size - PAGE_SIZE;
 	case 3: return size + PAGE_SIZE;
-	case 4: return (rnd() % FZ_NPAGES) * PAGE_SIZE + 1 + rnd() % (PAGE_SIZE - 1);
+	case 4: return (rnd() % npages) * PAGE_SIZE + 1 + rnd() % (PAGE_SIZE - 1);
 	case 5: return 1ull << 63;
 	case 6: return ~0ull;
 	case 7: return -PAGE_SIZE;
 	case 8: return rnd();
-	case 9: return (rnd() % (2 * FZ_NPAGES)) * PAGE_SIZE;
-	default: return (rnd() % FZ_NPAGES) * PAGE_SIZE;
+	case 9: return (rnd() % (2 * npages)) * PAGE_SIZE;
+	default: return (rnd() % npages) * PAGE_SIZE;
 	}
 }
 
@@ -361,7 +368,7 @@ static u64 pick_size(u64 offset, u64 size)
 	case 5: return -PAGE_SIZE;
 	case 6: return 1ull << 63;
 	case 7: return rnd() & ~(PAGE_SIZE - 1);
-	case 8: return (1 + rnd() % FZ_NPAGES) * PAGE_SIZE;
+	case 8: return (1 + rnd() % (size / PAGE_SIZE)) * PAGE_SIZE;
 	default: return (1 + rnd() % 4) * PAGE_SIZE;
 	}
 }
@@ -549,10 +556,10 @@ static void check_notify_fd(int fd, u32 flags)
 static void rotate(int which)
 {
 	if (which == 1) {
-		kvm_munmap(F->map_b, FZ_SIZE);
+		kvm_munmap(F->map_b, FZ_B_SIZE);
 		close(F->gmem_b);
-		F->gmem_b = vm_create_guest_memfd(F->vm, FZ_SIZE, shared_flags);
-		F->map_b = kvm_mmap(FZ_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+		F->gmem_b = vm_create_guest_memfd(F->vm, FZ_B_SIZE, shared_flags);
+		F->map_b = kvm_mmap(FZ_B_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
 				    F->gmem_b);
 	} else {
 		close(F->gmem_c);
@@ -560,6 +567,33 @@ static void rotate(int which)
 						  GUEST_MEMFD_FLAG_PRESENCE);
 	}
 	F->rotations++;
+}
+
+/*
+ * Now and then fill B or C and end tracking, so that the finished state is
+ * fuzzed too; replace it after a while.
+ */
+static void finish_or_rotate(void)
+{
+	int which = 1 + rnd() % 2, g;
+
+	for (g = 1; g < 3; g++) {
+		if (F->finished[g] && !--F->finished[g]) {
+			TEST_ASSERT(gmem_presence_stats(g == 1 ? F->gmem_b :
+					F->gmem_c).flags == KVM_GMEM_PRESENCE_FINISHED,
+				    "not finished");
+			rotate(g);
+		}
+	}
+	if (rnd() % 500 || (which == 2 && F->gmem_c < 0) || F->finished[which])
+		return;
+	g = which == 1 ? F->gmem_b : F->gmem_c;
+	gmem_set_present(g, 0, which == 1 ? FZ_B_SIZE : FZ_SIZE,
+			 KVM_MEMORY_PRESENT_MARK);
+	gmem_set_present(g, 0, which == 1 ? FZ_B_SIZE : FZ_SIZE,
+			 KVM_MEMORY_PRESENT_FINISH);
+	F->finishes++;
+	F->finished[which] = 300;
 }
 
 static void fuzz_gmem_ioctl(void)
@@ -572,7 +606,7 @@ static void fuzz_gmem_ioctl(void)
 	struct kvm_gmem_notify_fd *nf;
 	struct kvm_gmem_presence_stats *st;
 	size_t len = min_t(size_t, max_t(size_t, _IOC_SIZE(cmd), 64), PAGE_SIZE);
-	u64 arg, fsize = FZ_SIZE, bits_ptr = 0;
+	u64 arg, fsize = t.gmem == 1 ? FZ_B_SIZE : FZ_SIZE, bits_ptr = 0;
 	bool bits_in_buf = false;
 	long r;
 	int e, i;
@@ -679,10 +713,10 @@ static void fuzz_gmem_ioctl(void)
 	case KVM_SET_MEMORY_PRESENT:
 		a = (void *)arg;
 		check_set(r, e, in_buf ? a : NULL, in_buf, arg_ro);
-		if (!r && in_buf && a->op == KVM_MEMORY_PRESENT_FINISH) {
+		if (!r && in_buf && a->op == KVM_MEMORY_PRESENT_FINISH &&
+		    !F->finished[t.gmem]) {
 			F->finishes++;
-			if (t.gmem)
-				rotate(t.gmem);
+			F->finished[t.gmem] = 300;
 		}
 		break;
 	case KVM_GET_MEMORY_PRESENT:
@@ -691,7 +725,7 @@ static void fuzz_gmem_ioctl(void)
 			break;
 		}
 		bm = (void *)arg;
-		if (in_buf && bits_in_buf && bm->size / PAGE_SIZE < 128) {
+		if (in_buf && bits_in_buf) {
 			u64 nr = bm->size / PAGE_SIZE, last = (nr - 1) / 64;
 			u64 word = ((u64 *)bits_ptr)[last];
 
@@ -720,7 +754,7 @@ static void fuzz_gmem_ioctl(void)
 		}
 		st = (void *)arg;
 		if (in_buf)
-			TEST_ASSERT(st->nr_pages == FZ_NPAGES &&
+			TEST_ASSERT(st->nr_pages == fsize / PAGE_SIZE &&
 				    st->nr_present <= st->nr_pages &&
 				    st->events_queued <= st->nr_pages &&
 				    !(st->flags & ~KVM_GMEM_PRESENCE_FINISHED) &&
@@ -862,7 +896,7 @@ TEST(fuzz)
 	};
 	u64 t0, el, deadline = opt_seconds * 1000000000ull;
 	struct kvm_gmem_presence_stats st;
-	u64 bits, i, present;
+	u64 bits[FZ_B_NPAGES / 64], i, present;
 	int fd, e;
 
 	fz_setup();
@@ -874,6 +908,7 @@ TEST(fuzz)
 	while (F->calls < opt_calls) {
 		u64 r = rnd() % 100;
 
+		finish_or_rotate();
 		if (r < 85)
 			fuzz_gmem_ioctl();
 		else if (r < 92)
@@ -904,17 +939,18 @@ TEST(fuzz)
 	/* Quiet now: the stats agree with the bitmap, on each guest_memfd. */
 	for (fd = 0; fd < 3; fd++) {
 		int g = fd == 0 ? F->gmem_a : fd == 1 ? F->gmem_b : F->gmem_c;
+		u64 npages = fd == 1 ? FZ_B_NPAGES : FZ_NPAGES;
 		struct kvm_memory_present_bitmap bm = {
-			.size = FZ_SIZE,
-			.bitmap = (u64)&bits,
+			.size = npages * PAGE_SIZE,
+			.bitmap = (u64)bits,
 		};
 
 		if (g < 0)
 			continue;
 		TEST_ASSERT(!ioctl(g, KVM_GET_MEMORY_PRESENT, &bm), "GET");
 		st = gmem_presence_stats(g);
-		for (present = 0, i = 0; i < FZ_NPAGES; i++)
-			present += !!(bits & BIT_ULL(i));
+		for (present = 0, i = 0; i < npages; i++)
+			present += !!(bits[i / 64] & BIT_ULL(i % 64));
 		TEST_ASSERT(st.nr_present == present,
 			    "gmem %d: nr_present %llu, bitmap %llu", fd,
 			    st.nr_present, (unsigned long long)present);
@@ -932,7 +968,7 @@ TEST(fuzz)
 		if (F->errs[e])
 			ksft_print_msg("  errno %d (%s): %lu\n", e, strerror(e),
 				       F->errs[e]);
-	ksft_print_msg("  %lu FINISH (guest_memfd replaced), %lu notification fds, %lu records read and %lu served, %lu vCPU exits, %lu KVM_CREATE_GUEST_MEMFD, %lu capability calls\n",
+	ksft_print_msg("  %lu FINISH (guest_memfd fuzzed finished, then replaced), %lu notification fds, %lu records read and %lu served, %lu vCPU exits, %lu KVM_CREATE_GUEST_MEMFD, %lu capability calls\n",
 		       F->finishes, F->notify_fds, F->records, F->served,
 		       F->exits, F->creates, F->caps);
 	ksft_print_msg("FUZZ TOTAL: %lu calls, %llu calls/s, seed %llu\n",

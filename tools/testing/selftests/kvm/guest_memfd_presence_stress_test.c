@@ -1576,6 +1576,8 @@ static void st_teardown_round(int event)
 				    (unsigned long long)ps_of(i)->records,
 				    (unsigned long long)ps_of(i)->periods);
 	}
+	for (v = 0; v < ST_NVCPUS; v++)
+		S->r.guest_accesses += READ_ONCE(S->gv[v].accesses);
 	st_destroy();
 	S->r.teardown[event]++;
 	S->r.epochs++;
