@@ -26,7 +26,8 @@
  * The other subtests: a process holding only a notification fd can read
  * records and do nothing else with it; a process without the guest_memfd
  * (another uid, no fds) reaches neither the memory nor the presence state;
- * a notification fd outliving its VM and guest_memfd reads end of file.
+ * a notification fd outliving its VM and guest_memfd reads end of file;
+ * a read() into a buffer that is only partly writable loses no record.
  */
 #include <fcntl.h>
 #include <grp.h>
@@ -1318,6 +1319,65 @@ TEST(notify_fd_outlives_vm)
 	ASSERT_TRUE(WIFEXITED(status));
 	ASSERT_EQ(WEXITSTATUS(status), 0);
 	close(sv[0]);
+}
+
+/*
+ * A read() whose buffer turns unwritable after the first record returns
+ * that one record; the next stays queued for the next read(), in order.
+ * A buffer that is not writable at all fails with EFAULT and loses nothing.
+ */
+TEST(notify_read_partial)
+{
+	struct kvm_gmem_presence_event *ev, first, rest[2];
+	struct kvm_vm *vm = vm_create_barebones();
+	u8 *area;
+	u64 *mem;
+	pid_t pid[2];
+	int gmem, nfd, i, status;
+
+	gmem = vm_create_guest_memfd(vm, FZ_SIZE, shared_flags);
+	nfd = gmem_notify_fd(gmem, O_NONBLOCK);
+	ASSERT_GE(nfd, 0);
+	mem = kvm_mmap(FZ_SIZE, PROT_READ, MAP_SHARED, gmem);
+	/* Two helpers, one after the other: two records, in that order. */
+	for (i = 0; i < 2; i++) {
+		pid[i] = fork();
+		if (!pid[i])
+			_exit(READ_ONCE(mem[(5 + i) * PAGE_SIZE / 8]) != 0);
+		while (gmem_presence_stats(gmem).events_queued < i + 1)
+			sleep_us(2000);
+	}
+
+	area = mmap(NULL, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(area, MAP_FAILED);
+	ASSERT_EQ(mprotect(area + PAGE_SIZE, PAGE_SIZE, PROT_READ), 0);
+
+	ASSERT_EQ(read(nfd, area + PAGE_SIZE, sizeof(*ev)), -1);
+	ASSERT_EQ(errno, EFAULT);
+	ASSERT_EQ(gmem_presence_stats(gmem).events_queued, 2);
+
+	ev = (void *)(area + PAGE_SIZE - sizeof(*ev));
+	ASSERT_EQ(read(nfd, ev, 2 * sizeof(*ev)), sizeof(*ev));
+	first = *ev;
+	ASSERT_EQ(gmem_presence_stats(gmem).events_queued, 1);
+	ASSERT_EQ(read(nfd, rest, sizeof(rest)), sizeof(*ev));
+	ASSERT_EQ(first.offset, 5 * PAGE_SIZE);
+	ASSERT_EQ(rest[0].offset, 6 * PAGE_SIZE);
+	ASSERT_EQ(read(nfd, rest, sizeof(rest)), -1);
+	ASSERT_EQ(errno, EAGAIN);
+
+	gmem_set_present(gmem, 0, FZ_SIZE, KVM_MEMORY_PRESENT_MARK);
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(waitpid(pid[i], &status, 0), pid[i]);
+		ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	}
+	ASSERT_EQ(gmem_presence_stats(gmem).notifications, 2);
+	munmap(area, 2 * PAGE_SIZE);
+	kvm_munmap(mem, FZ_SIZE);
+	close(nfd);
+	close(gmem);
+	kvm_vm_free(vm);
 }
 
 int main(int argc, char **argv)
