@@ -570,6 +570,23 @@ static void rotate(int which)
 	F->rotations++;
 }
 
+/* KVM_SET_MEMORY_PRESENT of [0, @size), resumed after signals (EINTR). */
+static void op_all(int gmem, u64 size, u32 op)
+{
+	u64 offset = 0, done;
+	int r;
+
+	while (offset < size) {
+		r = __gmem_set_present(gmem, offset, size - offset, op, NULL, &done);
+		TEST_ASSERT(!r || (errno == EINTR && done < size - offset),
+			    "op %u [%#llx, +%#llx): errno %d done %#llx", op,
+			    (unsigned long long)offset,
+			    (unsigned long long)(size - offset), errno,
+			    (unsigned long long)done);
+		offset += done;
+	}
+}
+
 /*
  * Now and then fill B or C and end tracking, so that the finished state is
  * fuzzed too; replace it after a while.
@@ -589,8 +606,8 @@ static void finish_or_rotate(void)
 	if (rnd() % 500 || (which == 2 && F->gmem_c < 0) || F->finished[which])
 		return;
 	g = which == 1 ? F->gmem_b : F->gmem_c;
-	gmem_set_present(g, 0, which == 1 ? FZ_B_SIZE : FZ_SIZE,
-			 KVM_MEMORY_PRESENT_MARK);
+	op_all(g, which == 1 ? FZ_B_SIZE : FZ_SIZE, KVM_MEMORY_PRESENT_MARK);
+	/* FINISH is not interrupted by signals. */
 	gmem_set_present(g, 0, which == 1 ? FZ_B_SIZE : FZ_SIZE,
 			 KVM_MEMORY_PRESENT_FINISH);
 	F->finishes++;
