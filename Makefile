@@ -19,6 +19,8 @@
 #                     (release kernel, tsc=reliable); prints a table
 #   make mutants      re-introduce each review-round defect; its selftest must
 #                     fail (scripts/mutants.py, ~70 s a mutant)
+#   make stress       long runs of the stress and fuzz selftests on the debug
+#                     kernel [DURATION=600 FUZZ_CALLS=150000 SEED=]
 #   make clean        out/ and userspace build   make distclean   + cached trees/builds
 #
 # Variables (command line or environment): FLAVOR (debug), TESTS, APPEND,
@@ -35,7 +37,7 @@ FLAVOR ?= debug
 export FLAVOR
 S := scripts
 
-.PHONY: all userspace deps kernel selftests initramfs vm-test check check-upstream check-series cross-build mutants demo shell clean distclean bench bench-lib
+.PHONY: all userspace deps kernel selftests initramfs vm-test check check-upstream check-series cross-build mutants stress demo shell clean distclean bench bench-lib
 
 all: userspace
 
@@ -85,6 +87,11 @@ cross-build: deps
 # Each mutant re-introduces a defect the review round fixed; its test must fail.
 mutants: deps
 	@$(S)/mutants.py
+
+# Long runs: guest_memfd_presence_stress_test for DURATION seconds and
+# guest_memfd_presence_fuzz_test for FUZZ_CALLS calls (scripts/stress.sh).
+stress: deps
+	@$(S)/stress.sh
 
 # Benchmarks print figures; they are not pass/fail tests.  Release kernel,
 # fine guest clock (the TSC; the VM otherwise falls back to jiffies).

@@ -33,6 +33,7 @@ UPSTREAM_TESTS="guest_memfd_test demand_paging_test:-b:256M
 SLOW_UPSTREAM_TESTS="set_memory_region_test kvm_create_max_vcpus"
 # demand_paging_test -p: its presence modes (patch 0007), a short run of each.
 OUR_TESTS="guest_memfd_presence_test guest_memfd_presence_ops_test x86/guest_memfd_presence_apf_test
+ guest_memfd_presence_stress_test guest_memfd_presence_fuzz_test
  demand_paging_test:-p:exit:-b:32M demand_paging_test:-p:wait:-b:32M"
 
 log() { echo "[$(basename "$0" .sh)] $*" >&2; }
