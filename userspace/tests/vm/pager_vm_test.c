@@ -52,45 +52,6 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Start gmfp-pager on SOCK_PATH with @extra arguments; returns once it answers. */
-static pid_t pager_start(const char *const *extra)
-{
-	const char *argv[16];
-	char bin[512];
-	int argc = 0, i, st, r;
-	pid_t pid;
-
-	CHECK(vt_tool("gmfp-pager", bin, sizeof(bin)), "no path for gmfp-pager");
-	CHECK(!access(bin, X_OK), "%s: not found", bin);
-	argv[argc++] = bin;
-	argv[argc++] = "--socket";
-	argv[argc++] = SOCK_PATH;
-	for (; extra && *extra; extra++)
-		argv[argc++] = *extra;
-	argv[argc] = NULL;
-	fflush(NULL);
-	pid = fork();
-	CHECK(pid >= 0, "fork");
-	if (!pid) {
-		/* dies with us; its stdout (the --json text) stays off our TAP */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(2, 1);
-		execv(bin, (char **)argv);
-		_exit(127);
-	}
-	for (i = 0; i < 2000; i++) {
-		/* up once something answers, a refusal included */
-		r = gmfp_pager_status(SOCK_PATH, NULL, 0);
-		if (r != -ENOENT && r != -ECONNREFUSED)
-			return pid;
-		st = 0;
-		CHECK(waitpid(pid, &st, WNOHANG) == 0, "gmfp-pager exited, status %#x", st);
-		usleep(10000);
-	}
-	CHECK(0, "gmfp-pager did not come up");
-	return -1;
-}
-
 /* SIGTERM: it must exit 0 (stopped every session, no leak, no crash). */
 static void pager_stop(pid_t pid)
 {
@@ -388,7 +349,7 @@ static void restore(bool private_mem)
 	CHECK_EQ(r, 0);
 	CHECK_EQ(vt_vcpu_add(&v, 0, NPAGES / 2), 0);
 	CHECK_EQ(vt_vcpu_add(&v, NPAGES / 2, NPAGES / 2), 0);
-	pager = pager_start(NULL);
+	pager = vt_pager_start(SOCK_PATH, NULL);
 	/* the accessors wait before anybody serves them */
 	if (nh)
 		CHECK_EQ(vt_helpers_start(&v, nh, pids), 0);
@@ -459,7 +420,7 @@ static void test_kill_and_resume(void)
 	CHECK_EQ(vt_vcpu_add(&v, NPAGES / 2, NPAGES / 2), 0);
 	/* 4 ms a page, one worker, 8 pages a batch: seconds for the whole */
 	server = slow_server_start(port, sizeof(port), 4000);
-	pager = pager_start(NULL);
+	pager = vt_pager_start(SOCK_PATH, NULL);
 	CHECK_EQ(vt_helpers_start(&v, NHELPERS, pids), 0);
 	CHECK_EQ(vt_vcpus_start(&v), 0);
 	r = attach_vm(&a, &v, port, 1, 8, GMFP_PAGER_BG_SEQUENTIAL);
@@ -499,7 +460,7 @@ static void test_kill_and_resume(void)
 	       (unsigned long long)after, NHELPERS + v.nr_vcpus);
 
 	/* a new pager, the same socket path (the dead one's is stale), the same fds */
-	pager = pager_start(NULL);
+	pager = vt_pager_start(SOCK_PATH, NULL);
 	r = attach_vm(&b, &v, NULL, 2, 0, GMFP_PAGER_BG_SEQUENTIAL);
 	CHECK(!r, "attach again: %s (%s)", strerror(-r), b.why);
 	vcpus_finish(&v, 60000);
@@ -532,7 +493,7 @@ static void test_refused_uid(void)
 
 	snprintf(other, sizeof(other), "%u", (unsigned int)geteuid() + 1000);
 	CHECK_EQ(vt_vm_create(&v, NPAGES, false, GMFP_POLICY_WAIT), 0);
-	pager = pager_start((const char *[]){ "--allow-uid", other, NULL });
+	pager = vt_pager_start(SOCK_PATH, (const char *[]){ "--allow-uid", other, NULL });
 	r = attach_vm(&a, &v, NULL, 0, 0, 0);
 	CHECK(r == -EACCES, "attach: %d (%s), expected -EACCES", r, a.why);
 	CHECK_EQ(a.sock, -1);
@@ -564,7 +525,7 @@ static void test_hostile_peers(void)
 
 	CHECK_EQ(vt_vm_create(&good, NPAGES, false, GMFP_POLICY_WAIT), 0);
 	CHECK_EQ(vt_vm_create(&bad, NPAGES, false, GMFP_POLICY_WAIT), 0);
-	pager = pager_start((const char *[]){ "--max-sessions", "6", "--timeout-ms", "5000", NULL });
+	pager = vt_pager_start(SOCK_PATH, (const char *[]){ "--max-sessions", "6", "--timeout-ms", "5000", NULL });
 	CHECK_EQ(vt_helpers_start(&good, NHELPERS, pids), 0);
 	r = attach_vm(&a, &good, NULL, 2, 0, GMFP_PAGER_BG_SEQUENTIAL);
 	CHECK(!r, "attach: %s (%s)", strerror(-r), a.why);

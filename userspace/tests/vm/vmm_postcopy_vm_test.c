@@ -146,7 +146,7 @@ static void test_postcopy_exit_private(void)
 static void test_postcopy_pager(void)
 {
 	struct mig m;
-	pid_t pid = vmm_pager_start(PAGER_SOCK);
+	pid_t pid = vt_pager_start(PAGER_SOCK, NULL);
 
 	postcopy(NULL, false, NULL, PAGER_SOCK, &m);
 	mig_free(&m);

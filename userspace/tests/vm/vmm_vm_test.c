@@ -149,7 +149,7 @@ static void test_restore_pager(void)
 	pid_t pid;
 
 	make_snapshot();
-	pid = vmm_pager_start(PAGER_SOCK);
+	pid = vt_pager_start(PAGER_SOCK, NULL);
 	restore(NULL, true, false, PAGER_SOCK, &p);
 	check_lazy(&p);
 	proc_free(&p);

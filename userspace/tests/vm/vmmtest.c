@@ -263,37 +263,6 @@ bool vmm_have_sw_protected(void)
 	return r > 0 && (r & (1 << KVM_X86_SW_PROTECTED_VM));
 }
 
-pid_t vmm_pager_start(const char *sock)
-{
-	const char *argv[4];
-	char bin[512];
-	pid_t pid;
-	int i, r;
-
-	CHECK(vt_tool("gmfp-pager", bin, sizeof(bin)), "no gmfp-pager");
-	argv[0] = bin;
-	argv[1] = "--socket";
-	argv[2] = sock;
-	argv[3] = NULL;
-	fflush(NULL);
-	pid = fork();
-	CHECK(pid >= 0, "fork");
-	if (!pid) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(2, 1);
-		execv(bin, (char **)argv);
-		_exit(127);
-	}
-	for (i = 0; i < 2000; i++) {
-		r = gmfp_pager_status(sock, NULL, 0);
-		if (r != -ENOENT && r != -ECONNREFUSED)
-			return pid;
-		usleep(10000);
-	}
-	CHECK(0, "gmfp-pager did not come up");
-	return -1;
-}
-
 void vmm_pager_stop(pid_t pid)
 {
 	int st = 0;

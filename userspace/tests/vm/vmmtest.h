@@ -38,8 +38,7 @@ void check_verified(const struct proc *p, bool shared);
 void check_lazy(const struct proc *p);
 void free_port(char *buf, size_t len);
 bool vmm_have_sw_protected(void);
-/* gmfp-pager on @sock (up once it answers) / SIGTERM, must exit 0. */
-pid_t vmm_pager_start(const char *sock);
+/* SIGTERM to a pager of vt_pager_start(): it must exit 0. */
 void vmm_pager_stop(pid_t pid);
 
 #endif /* GMFP_VMMTEST_H */

@@ -9,11 +9,13 @@
 #include <stdarg.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "gmfp_pager.h"
 #include "vmtest.h"
 
 int vt_skipped;
@@ -702,4 +704,42 @@ uint64_t vt_count_present(int gmem, uint64_t npages)
 		n += (uint64_t)__builtin_popcountll(bm[i]);
 	free(bm);
 	return n;
+}
+
+pid_t vt_pager_start(const char *sock, const char *const *extra)
+{
+	const char *argv[16];
+	char bin[512];
+	int argc = 0, i, st, r;
+	pid_t pid;
+
+	CHECK(vt_tool("gmfp-pager", bin, sizeof(bin)), "no path for gmfp-pager");
+	CHECK(!access(bin, X_OK), "%s: not found", bin);
+	argv[argc++] = bin;
+	argv[argc++] = "--socket";
+	argv[argc++] = sock;
+	for (; extra && *extra; extra++)
+		argv[argc++] = *extra;
+	argv[argc] = NULL;
+	fflush(NULL);
+	pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (!pid) {
+		/* dies with us; its stdout (the --json text) stays off our TAP */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(2, 1);
+		execv(bin, (char **)argv);
+		_exit(127);
+	}
+	for (i = 0; i < 2000; i++) {
+		/* up once something answers, a refusal included */
+		r = gmfp_pager_status(sock, NULL, 0);
+		if (r != -ENOENT && r != -ECONNREFUSED)
+			return pid;
+		st = 0;
+		CHECK(waitpid(pid, &st, WNOHANG) == 0, "gmfp-pager exited, status %#x", st);
+		usleep(10000);
+	}
+	CHECK(0, "gmfp-pager did not come up");
+	return -1;
 }

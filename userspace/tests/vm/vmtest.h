@@ -107,6 +107,12 @@ int vt_vcpus_join_timeout(struct vt_vm *v, int timeout_ms);
  * After a timeout: what the engine, the kernel and the source say, and the
  * first pages still missing, on stdout as "#   " lines.
  */
+/*
+ * Start gmfp-pager on @sock with @extra arguments (NULL-terminated, or
+ * NULL); returns its pid once it answers (a refusal included).  It dies
+ * with the test; its stdout goes to our stderr, off the TAP output.
+ */
+pid_t vt_pager_start(const char *sock, const char *const *extra);
 /* Each thread of @pid: state, CPU time and kernel stack, on stdout. */
 void vt_dump_threads(pid_t pid);
 void vt_dump_stuck(struct vt_vm *v, struct gmfp_engine *e, struct gmfp_source *s);
