@@ -66,6 +66,7 @@
 #include <linux/userfaultfd.h>
 
 #include "gmfp.h"
+#include "bench_common.h"
 
 #define PG 4096ul
 #define MAX_REPS 16
@@ -863,26 +864,6 @@ static void traced_run(enum mode m)
 }
 
 /* ---- main ---- */
-
-static void wait_for_tsc(void)
-{
-	char cs[32] = "";
-	int i;
-
-	for (i = 0; i < 300; i++) {
-		FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
-
-		if (f) {
-			if (!fgets(cs, sizeof(cs), f))
-				cs[0] = 0;
-			fclose(f);
-		}
-		if (!strcmp(cs, "tsc\n"))
-			break;
-		usleep(100000);
-	}
-	printf("# clocksource: %s", cs[0] ? cs : "unknown\n");
-}
 
 static int cmp_pps(const void *a, const void *b)
 {

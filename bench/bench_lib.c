@@ -31,6 +31,7 @@
 
 #include "gmfp.h"
 #include "internal.h"
+#include "bench_common.h"
 
 #define PG GMFP_PAGE_SIZE
 
@@ -130,30 +131,6 @@ static void *simple_loop(void *arg)
 		close(nfd);
 	free(buf);
 	return NULL;
-}
-
-/*
- * µs timings need the TSC: the kernel switches to it only some seconds
- * after boot (with tsc=reliable), and until then uses jiffies (4 ms steps).
- */
-static void wait_for_tsc(void)
-{
-	char cs[32] = "";
-	int i;
-
-	for (i = 0; i < 300; i++) {
-		FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
-
-		if (f) {
-			if (!fgets(cs, sizeof(cs), f))
-				cs[0] = 0;
-			fclose(f);
-		}
-		if (!strcmp(cs, "tsc\n"))
-			break;
-		usleep(100000);
-	}
-	printf("# clocksource: %s", cs[0] ? cs : "unknown\n");
 }
 
 static void shuffle(uint64_t *v, uint64_t n, uint64_t seed)
