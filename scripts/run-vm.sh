@@ -15,6 +15,8 @@
 #                     console (default: progress lines + kernel reports)
 #   LOG=file          serial log                       default $OUT/logs/vm-<date>.log
 #   QEMU, CPU (max), MEM (2G), SMP (2,sockets=2,cores=1,threads=1)
+#   QEMU_DATA=dir     QEMU's own firmware directory (-L), for a QEMU that is
+#                     not installed (scripts/fetch-qemu.sh)
 # Exit status 0 iff every test passed (or skipped / known TCG failure) and the
 # kernel logged no report; the last line printed is "N passed, N failed[, N skipped]".
 set -uo pipefail
@@ -52,7 +54,7 @@ KARGS="$KARGS ${APPEND:-}"
 expected=${TESTS:-$(cpio -i --quiet --to-stdout kvm/TESTS < "$INITRD" 2>/dev/null)}
 
 QARGS=(-accel tcg,thread=multi -M pc -cpu "$CPU" -smp "$SMP" -m "$MEM"
-       -no-reboot -nic none -vga none -display none
+       -no-reboot -nic none -vga none -display none ${QEMU_DATA:+-L "$QEMU_DATA"}
        -kernel "$KERNEL" -initrd "$INITRD" -append "$KARGS")
 
 gp_lock
