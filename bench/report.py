@@ -125,7 +125,7 @@ def host_meta(top):
     except OSError:
         pass
     return dict(host_cpu=cpu, host_cores=os.cpu_count(),
-                qemu=out(["qemu-system-x86_64", "--version"]).split("\n")[0],
+                qemu=out([os.environ.get("QEMU") or "qemu-system-x86_64", "--version"]).split("\n")[0],
                 commit=out(["git", "rev-parse", "--short", "HEAD"]),
                 dirty=bool(out(["git", "status", "--porcelain", "--untracked-files=no"])),
                 date=datetime.date.today().isoformat())

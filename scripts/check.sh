@@ -30,6 +30,9 @@ else
 	echo "check: no userspace unit tests yet (userspace/Makefile has no test target)"
 fi
 
+# The loop's own verdict script, on made-up logs (repeated runs, reports).
+if python3 "$TOP/scripts/vm-verdict-test.py"; then hpass=$((hpass + 1)); else hfail=$((hfail + 1)); fi
+
 res=$(mktemp)
 trap 'rm -f "$res"' EXIT
 KEEP_TIMINGS=1 "$TOP/scripts/vm-test.sh" | tee "$res"

@@ -154,29 +154,41 @@ def main():
     # that several runs of one test are judged one by one.
     expected = a.tests.split()
 
-    order = []          # tests in the order we saw or expected them
-    info = {}           # test -> dict(start=line, end=line, verdict, rc, time)
-    reports = []        # (line index, text, owner)
+    # One entry per run: an entry listed n times in TESTS (make bench's
+    # repetitions) is judged n times, its k-th START and RESULT being run k.
+    order = []          # runs (name, k) in the order we saw or expected them
+    info = {}           # run -> dict(start=line, end=line, verdict, rc, time)
+    reports = []        # (line index, text, owner run)
     ended = None
-    current = None      # test running at this point of the log
+    current = None      # run in progress at this point of the log
+    started = {}        # name -> runs of it started so far in the log
 
-    def entry(t):
-        if t not in info:
-            info[t] = {"start": None, "end": None, "verdict": None, "rc": None, "time": None}
-            order.append(t)
-        return info[t]
+    def entry(run):
+        if run not in info:
+            info[run] = {"start": None, "end": None, "verdict": None, "rc": None, "time": None}
+            order.append(run)
+        return info[run]
 
+    def last_run(name):
+        return (name, max(started.get(name, 0), 1))
+
+    listed = {}
     for t in expected:
-        entry(t)
+        listed[t] = listed.get(t, 0) + 1
+        entry((t, listed[t]))
     for i, l in enumerate(lines):
         m = START_RE.match(l)
         if m:
-            current = m.group(1)
+            name = m.group(1)
+            started[name] = started.get(name, 0) + 1
+            current = (name, started[name])
             entry(current)["start"] = i
             continue
         m = RESULT_RE.match(l)
         if m:
-            e = entry(m.group(1))
+            name = m.group(1)
+            run = current if current and current[0] == name else last_run(name)
+            e = entry(run)
             e.update(end=i, verdict=m.group(2), rc=m.group(3), time=m.group(4))
             current = None
             continue
@@ -189,19 +201,28 @@ def main():
             km = KMSG_RE.match(l)
             if km:
                 owner = km.group(1) if km.group(1) is not None else "kmemleak"
+                owner = current if current and current[0] == owner else last_run(owner)
                 if owner not in info:
                     owner = None
             else:
                 owner = current
             reports.append((i, l, owner))
 
+    runs_of = {}
+    for name, _ in order:
+        runs_of[name] = runs_of.get(name, 0) + 1
+
+    def label(run):
+        return run[0] if runs_of[run[0]] == 1 else "%s #%d" % run
+
     out = []            # details printed before the verdict lines
     verdicts = []       # (test, verdict, note)
     npass = nfail = nskip = 0
 
-    for t in order:
-        e = info[t]
-        own = [r for r in reports if r[2] == t]
+    for run in order:
+        e = info[run]
+        own = [r for r in reports if r[2] == run]
+        t = run[0]
         v, note = e["verdict"], ""
         if v is None:
             if e["start"] is not None:
@@ -225,14 +246,14 @@ def main():
             note = "passes although listed in configs/tcg-known-failures.txt"
         if e["time"] and v in ("PASS", "SKIP", "XFAIL"):
             note = ("%ss" % e["time"]) + ("; " + note if note else "")
-        verdicts.append((t, v, note))
+        verdicts.append((label(run), v, note))
         if v == "PASS":
             npass += 1
         elif v in ("SKIP", "XFAIL"):
             nskip += 1
         else:
             nfail += 1
-            out.append("--- %s: %s" % (t, note))
+            out.append("--- %s: %s" % (label(run), note))
             if e["start"] is not None:
                 hi = (e["end"] + 1) if e["end"] is not None else len(lines)
                 test_excerpt(lines, e["start"], hi, out)
