@@ -109,7 +109,7 @@ def fmt(v, nd=0):
     return ("%." + str(nd) + "f") % v
 
 
-def host_meta(top):
+def host_meta(top, log):
     def out(cmd):
         try:
             return subprocess.run(cmd, capture_output=True, text=True, cwd=top, timeout=10).stdout.strip()
@@ -124,8 +124,13 @@ def host_meta(top):
                     break
     except OSError:
         pass
-    return dict(host_cpu=cpu, host_cores=os.cpu_count(),
-                qemu=out([os.environ.get("QEMU") or "qemu-system-x86_64", "--version"]).split("\n")[0],
+    # The QEMU that ran the VM, as scripts/run-vm.sh noted it beside the log.
+    try:
+        with open(os.path.realpath(log) + ".qemu") as f:
+            qemu = f.readline().strip()
+    except OSError:
+        qemu = out([os.environ.get("QEMU") or "qemu-system-x86_64", "--version"]).split("\n")[0]
+    return dict(host_cpu=cpu, host_cores=os.cpu_count(), qemu=qemu,
                 commit=out(["git", "rev-parse", "--short", "HEAD"]),
                 dirty=bool(out(["git", "status", "--porcelain", "--untracked-files=no"])),
                 date=datetime.date.today().isoformat())
@@ -360,7 +365,7 @@ def main():
     top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     runs, meta, reports = parse_log(a.log)
-    meta.update(host_meta(top))
+    meta.update(host_meta(top, a.log))
     meta["log"] = os.path.realpath(a.log)
     meta["reps"] = a.reps
     res = build(read_matrix(a.matrix), runs)
