@@ -223,8 +223,13 @@ static uint64_t kill_delay(struct soak *k, int kind, int kills)
 	return rnd_below(k, k->window_ms[kind] / (uint64_t)kills + 1);
 }
 
+/*
+ * SIGKILL the server, start it again on its port.  Its fd count is not
+ * measured again: clients reconnect at once, and a server with the same
+ * arguments starts with as many fds as the first.
+ */
 static void serve_kill_restart(struct soak *k, struct vt_serve *srv, int gmem,
-			       const char *const *args, int *sfd0)
+			       const char *const *args)
 {
 	char port[16];
 
@@ -235,7 +240,6 @@ static void serve_kill_restart(struct soak *k, struct vt_serve *srv, int gmem,
 	usleep((useconds_t)rnd_below(k, 200) * 1000);
 	vt_serve_start(srv, gmem, port, args);
 	CHECK(!strcmp(srv->port, port), "restarted on %s, not %s", srv->port, port);
-	*sfd0 = fds_settled(srv->pid);
 }
 
 /* ---- a lazy restore through gmfp-pager ---- */
@@ -291,7 +295,7 @@ static void round_restore(struct soak *k, char *log, size_t loglen)
 		if (!sleep_unless_complete(&v, d))
 			break;
 		if (rnd_below(k, 4) == 3) {
-			serve_kill_restart(k, &srv, -1, args, &sfd0);
+			serve_kill_restart(k, &srv, -1, args);
 			serve_killed = true;
 			k->kills_serve[K_RESTORE]++;
 			off += (size_t)snprintf(log + off, loglen - off, " serve@+%llu",
@@ -406,7 +410,7 @@ static void round_postcopy(struct soak *k, char *log, size_t loglen)
 
 		if (!sleep_unless_complete(&dst, d))
 			break;
-		serve_kill_restart(k, &srv, src.gmem, args, &sfd0);
+		serve_kill_restart(k, &srv, src.gmem, args);
 		k->kills_serve[K_POSTCOPY]++;
 		off += (size_t)snprintf(log + off, loglen - off, " serve@+%llu(%llu present)",
 					(unsigned long long)d,
