@@ -361,9 +361,9 @@ static void round_restore(struct soak *k, char *log, size_t loglen)
 	k->window_ms[K_RESTORE] = t_all - t0;
 	k->max_wait_ms = wait > k->max_wait_ms ? wait : k->max_wait_ms;
 	k->max_transfer_ms = t_all - t0 > k->max_transfer_ms ? t_all - t0 : k->max_transfer_ms;
-	k->rounds_no_kill += !kills;
+	k->rounds_no_kill += !i;
 	snprintf(log + off, loglen - off, "%s; all present after %llu ms, last accessor %llu ms"
-		 " later; setup %llu ms, checks and teardown %llu ms", kills ? "" : " none",
+		 " later; setup %llu ms, checks and teardown %llu ms", i ? "" : " none",
 		 (unsigned long long)(t_all - t0), (unsigned long long)wait,
 		 (unsigned long long)(t0 - tb), (unsigned long long)(vt_now_ms() - t_all - wait));
 }
@@ -445,10 +445,10 @@ static void round_postcopy(struct soak *k, char *log, size_t loglen)
 	k->window_ms[K_POSTCOPY] = t_all - t0;
 	k->max_wait_ms = wait > k->max_wait_ms ? wait : k->max_wait_ms;
 	k->max_transfer_ms = t_all - t0 > k->max_transfer_ms ? t_all - t0 : k->max_transfer_ms;
-	k->rounds_no_kill += !kills;
+	k->rounds_no_kill += !i;
 	snprintf(log + off, loglen - off, "%s; all present after %llu ms, last accessor %llu ms"
 		 " later; %llu pages in %llu failed fetches; setup %llu ms, checks and teardown"
-		 " %llu ms", kills ? "" : " none", (unsigned long long)(t_all - t0),
+		 " %llu ms", i ? "" : " none", (unsigned long long)(t_all - t0),
 		 (unsigned long long)wait, (unsigned long long)atomic_load(&cnt.failed_pages),
 		 (unsigned long long)atomic_load(&cnt.failed), (unsigned long long)(t0 - tb),
 		 (unsigned long long)(vt_now_ms() - t_all - wait));
