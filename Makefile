@@ -19,8 +19,8 @@
 #                     (release kernel, tsc=reliable); prints a table
 #   make mutants      re-introduce each review-round defect; its selftest must
 #                     fail (scripts/mutants.py, ~70 s a mutant)
-#   make stress       long runs of the stress and fuzz selftests on the debug
-#                     kernel [DURATION=600 FUZZ_CALLS=150000 SEED=]
+#   make stress       long runs of the stress and fuzz selftests and of the
+#                     userspace soak, debug kernel [DURATION=600 FUZZ_CALLS=150000 SEED=]
 #   make clean        out/ and userspace build   make distclean   + cached trees/builds
 #
 # Variables (command line or environment): FLAVOR (debug), TESTS, APPEND,
@@ -88,8 +88,9 @@ cross-build: deps
 mutants: deps
 	@$(S)/mutants.py
 
-# Long runs: guest_memfd_presence_stress_test for DURATION seconds and
-# guest_memfd_presence_fuzz_test for FUZZ_CALLS calls (scripts/stress.sh).
+# Long runs: guest_memfd_presence_stress_test and userspace/soak_vm_test for
+# DURATION seconds, guest_memfd_presence_fuzz_test for FUZZ_CALLS calls
+# (scripts/stress.sh).
 stress: deps
 	@$(S)/stress.sh
 

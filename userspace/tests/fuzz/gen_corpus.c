@@ -129,11 +129,74 @@ static void gen_wire(void)
 	seed("wire", "req-then-bye");
 }
 
-/* ---- pager ---- */
-static void pager_seed(const struct gmfp_pager_msg *m, const char *name)
+/* ---- pager (format: fuzz_pager.c: a 4-byte fd plan, then the packet) ---- */
+enum { K_GMEM_A, K_GMEM_B, K_GMEM_A_AGAIN, K_IMAGE, K_IMAGE_WRONLY, K_PIPE, K_SOCKET,
+       K_DEVNULL };
+#define GMEM_A_SIZE (16 * PG)
+
+/* The fd plan: @n fds (0xff: too many), of the kinds in @kinds. */
+static void pager_plan(uint8_t n, const uint8_t *kinds)
 {
+	uint32_t bits = 0;
+	unsigned int i;
+
+	for (i = 0; n != 0xff && i < n; i++)
+		bits |= (uint32_t)kinds[i] << (3 * i);
+	u8(n);
+	u8((uint8_t)bits);
+	u8((uint8_t)(bits >> 8));
+	u8((uint8_t)(bits >> 16));
+}
+
+static void pager_seed_fds(const struct gmfp_pager_msg *m, uint8_t n, const uint8_t *kinds,
+			   const char *name)
+{
+	pager_plan(n, kinds);
 	frame(gmfp_pager_encode(F, sizeof(F), m), F);
 	seed("pager", name);
+}
+
+static void pager_seed(const struct gmfp_pager_msg *m, const char *name)
+{
+	pager_seed_fds(m, 0, NULL, name);
+}
+
+/* ATTACHes whose fds the daemon checks: right and wrong numbers and kinds. */
+static void gen_pager_fds(void)
+{
+	static struct gmfp_pager_msg m;
+
+	memset(&m, 0, sizeof(m));
+	m.type = GMFP_PAGER_ATTACH;
+	m.u.attach.nr_regions = 1;
+	m.u.attach.source = GMFP_PAGER_SRC_FILE;
+	m.u.attach.regions[0].size = GMEM_A_SIZE;
+	/* all checks pass: the engine refuses a memfd (ENOTTY) */
+	pager_seed_fds(&m, 2, (const uint8_t[]){ K_GMEM_A, K_IMAGE }, "fds-file-ok");
+	pager_seed_fds(&m, 1, (const uint8_t[]){ K_GMEM_A }, "fds-file-no-image");
+	pager_seed_fds(&m, 3, (const uint8_t[]){ K_GMEM_A, K_IMAGE, K_GMEM_B },
+		       "fds-file-one-too-many");
+	pager_seed_fds(&m, 2, (const uint8_t[]){ K_GMEM_A, K_PIPE }, "fds-image-pipe");
+	pager_seed_fds(&m, 2, (const uint8_t[]){ K_GMEM_A, K_IMAGE_WRONLY }, "fds-image-wronly");
+	pager_seed_fds(&m, 2, (const uint8_t[]){ K_GMEM_A, K_DEVNULL }, "fds-image-devnull");
+	pager_seed_fds(&m, 2, (const uint8_t[]){ K_SOCKET, K_IMAGE }, "fds-region-socket");
+	pager_seed_fds(&m, 2, (const uint8_t[]){ K_GMEM_B, K_IMAGE }, "fds-region-not-tiled");
+	pager_seed_fds(&m, 0xff, NULL, "fds-too-many");
+	/* two regions of one guest_memfd (sent twice), over TCP: no image */
+	m.u.attach.nr_regions = 2;
+	m.u.attach.source = GMFP_PAGER_SRC_TCP;
+	strcpy(m.u.attach.port, "7070");
+	m.u.attach.regions[0].size = GMEM_A_SIZE / 2;
+	m.u.attach.regions[1].gmem_offset = GMEM_A_SIZE / 2;
+	m.u.attach.regions[1].size = GMEM_A_SIZE / 2;
+	m.u.attach.regions[1].gpa = GMEM_A_SIZE / 2;
+	pager_seed_fds(&m, 2, (const uint8_t[]){ K_GMEM_A, K_GMEM_A_AGAIN }, "fds-tcp-one-gmem");
+	pager_seed_fds(&m, 3, (const uint8_t[]){ K_GMEM_A, K_GMEM_A_AGAIN, K_IMAGE },
+		       "fds-tcp-with-an-image");
+	/* fds with a message that takes none */
+	memset(&m, 0, sizeof(m));
+	m.type = GMFP_PAGER_STATUS;
+	pager_seed_fds(&m, 1, (const uint8_t[]){ K_GMEM_A }, "fds-with-status");
 }
 
 static void gen_pager(void)
@@ -171,9 +234,10 @@ static void gen_pager(void)
 	m.u.attach.regions[1].flags = GMFP_PAGER_PRIVATE;
 	pager_seed(&m, "attach-tcp-2regions");
 	/* well formed, refused for its values: workers above 64 */
+	pager_plan(0, NULL);
 	n = gmfp_pager_encode(F, sizeof(F), &m);
 	frame(n, F);
-	O.b[GMFP_PAGER_HDR_SIZE + 8] = 65;
+	O.b[4 + GMFP_PAGER_HDR_SIZE + 8] = 65;
 	seed("pager", "attach-refused-workers");
 
 	memset(&m, 0, sizeof(m));
@@ -204,6 +268,7 @@ static void gen_pager(void)
 	m.u.error.region = 1;
 	strcpy(m.u.error.msg, "region 1: its guest_memfd is served by session 2");
 	pager_seed(&m, "error");
+	gen_pager_fds();
 }
 
 /* ---- engine (format: fuzz_engine.c LLVMFuzzerTestOneInput) ---- */

@@ -44,121 +44,6 @@ static int image_fd = -1;
 
 /* ---- helpers ---- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* SIGTERM: it must exit 0 (stopped every session, no leak, no crash). */
-static void pager_stop(pid_t pid)
-{
-	uint64_t end = now_ms() + 30000;
-	int st = 0;
-
-	CHECK_EQ(kill(pid, SIGTERM), 0);
-	while (waitpid(pid, &st, WNOHANG) != pid) {
-		CHECK(now_ms() < end, "gmfp-pager did not exit on SIGTERM");
-		usleep(10000);
-	}
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "gmfp-pager exit status %#x", st);
-}
-
-static uint64_t json_u64(const char *json, const char *after, const char *key)
-{
-	char pat[64];
-	const char *p = after ? strstr(json, after) : json;
-
-	CHECK(p, "no %s in %s", after, json);
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(p, pat);
-	CHECK(p, "no %s in %s", key, json);
-	return strtoull(p + strlen(pat), NULL, 10);
-}
-
-struct attach {
-	int sock;
-	uint32_t session;
-	char why[GMFP_PAGER_ERRMSG_MAX];
-};
-
-/* Hand the VM's guest_memfd (one region, all of it) to the pager. */
-static int attach_vm(struct attach *a, struct vt_vm *v, const char *tcp_port,
-		     uint32_t workers, uint32_t max_batch, uint32_t bg_order)
-{
-	struct gmfp_pager_region r = {
-		.gmem = v->gmem, .size = v->size, .gpa = GMEM_GPA,
-		.flags = v->private_mem ? GMFP_PAGER_PRIVATE : 0,
-	};
-	GMFP_OPTS_INIT(struct gmfp_pager_attach_opts, o);
-
-	o.regions = &r;
-	o.nr_regions = 1;
-	if (tcp_port) {
-		o.source = GMFP_PAGER_SRC_TCP;
-		o.tcp_host = "127.0.0.1";
-		o.tcp_port = tcp_port;
-		o.tcp_timeout_ms = 2000;
-		o.tcp_connect_timeout_ms = 500;
-	} else {
-		o.source = GMFP_PAGER_SRC_FILE;
-		o.file_path = image_path;
-	}
-	o.workers = workers;
-	o.max_batch = max_batch;
-	o.bg_order = bg_order;
-	o.errmsg = a->why;
-	o.errmsg_len = sizeof(a->why);
-	o.session = &a->session;
-	return gmfp_pager_attach(&a->sock, SOCK_PATH, &o);
-}
-
-/* The session's own status, until it reports "complete" (every page present). */
-static void wait_complete(int sock, char *json, size_t len)
-{
-	uint64_t end = now_ms() + 60000;
-
-	for (;;) {
-		CHECK(gmfp_pager_session_status(sock, json, len) > 0, "session status");
-		if (strstr(json, "\"complete\":true"))
-			return;
-		CHECK(now_ms() < end, "not complete: %s", json);
-		usleep(20000);
-	}
-}
-
-static void check_present_pages(struct vt_vm *v)
-{
-	uint64_t *bm = calloc(NPAGES / 64, 8), p;
-
-	CHECK(bm && !gmfp_gmem_bitmap(v->gmem, 0, NPAGES * PG, bm), "bitmap");
-	if (v->hva)
-		for (p = 0; p < NPAGES; p++)
-			if (bm[p / 64] & (1ull << (p % 64)))
-				CHECK(vt_page_ok((char *)v->hva + p * PG, p),
-				      "page %lu present with wrong contents", (unsigned long)p);
-	free(bm);
-}
-
-/* vCPUs done within @ms (joined), each with the right sum. */
-static void vcpus_finish(struct vt_vm *v, int ms)
-{
-	struct timespec ts;
-	int i;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	for (i = 0; i < v->nr_vcpus; i++) {
-		struct vt_vcpu *c = &v->vcpus[i];
-
-		CHECK_EQ(pthread_timedjoin_np(c->thread, NULL, &ts), 0);
-		CHECK_EQ(c->result, 0);
-		CHECK_EQ(c->sum, vt_expected_sum(c->first, c->npages));
-	}
-}
-
 /* Every vCPU thread still in KVM_RUN (none has finished). */
 static void vcpus_still_waiting(struct vt_vm *v)
 {
@@ -183,12 +68,12 @@ static void print_restore(const char *what, const char *json)
 	CHECK(s, "no session in %s", json);
 	printf("#   %s: %llu pages fetched in %llu ms: %llu pages/s; fault latency p50 %llu us,"
 	       " p99 %llu us (%llu demand pages)\n", what,
-	       (unsigned long long)json_u64(s, NULL, "fetched"),
-	       (unsigned long long)json_u64(s, NULL, "serving_ms"),
-	       (unsigned long long)json_u64(s, NULL, "pages_per_s"),
-	       (unsigned long long)json_u64(s, "\"engine\":", "lat_p50_us"),
-	       (unsigned long long)json_u64(s, "\"engine\":", "lat_p99_us"),
-	       (unsigned long long)json_u64(s, "\"engine\":", "lat_count"));
+	       (unsigned long long)vt_json_u64(s, NULL, "fetched"),
+	       (unsigned long long)vt_json_u64(s, NULL, "serving_ms"),
+	       (unsigned long long)vt_json_u64(s, NULL, "pages_per_s"),
+	       (unsigned long long)vt_json_u64(s, "\"engine\":", "lat_p50_us"),
+	       (unsigned long long)vt_json_u64(s, "\"engine\":", "lat_p99_us"),
+	       (unsigned long long)vt_json_u64(s, "\"engine\":", "lat_count"));
 }
 
 /* ---- a slow page server (TCP, loopback): @us_per_page per page served ---- */
@@ -337,7 +222,7 @@ static void restore(bool private_mem)
 {
 	static char json[GMFP_PAGER_MAX_JSON];
 	struct vt_vm v;
-	struct attach a;
+	struct vt_attach a;
 	pid_t pager, pids[NHELPERS];
 	int nh = private_mem ? 0 : NHELPERS, r;
 
@@ -356,35 +241,35 @@ static void restore(bool private_mem)
 	CHECK_EQ(vt_vcpus_start(&v), 0);
 	usleep(100000);
 	CHECK_EQ(vt_count_present(v.gmem, NPAGES), 0);
-	r = attach_vm(&a, &v, NULL, 2, 0, GMFP_PAGER_BG_NONE);
+	r = vt_pager_attach(&a, SOCK_PATH, &v, image_path, NULL, 2, 0, GMFP_PAGER_BG_NONE);
 	CHECK(!r, "attach: %s (%s)", strerror(-r), a.why);
 	CHECK(a.session > 0, "session id");
-	vcpus_finish(&v, 60000);
+	vt_vcpus_finish(&v, 60000);
 	if (nh)
 		CHECK_EQ(vt_helpers_wait(nh, pids, 60000), 0);
-	wait_complete(a.sock, json, sizeof(json));
-	check_present_pages(&v);
+	vt_pager_wait_complete(a.sock, json, sizeof(json), 60000);
+	vt_check_present_pages(&v);
 	CHECK_EQ(vt_count_present(v.gmem, NPAGES), NPAGES);
 	/* each page fetched once, from nothing present */
-	CHECK_EQ(json_u64(json, NULL, "pages_at_attach"), 0);
-	CHECK_EQ(json_u64(json, "\"source\":", "pages"), NPAGES);
-	CHECK_EQ(json_u64(json, "\"source\":", "failures"), 0);
-	CHECK_EQ(json_u64(json, "\"engine\":", "pages_present"), NPAGES);
-	CHECK_EQ(json_u64(json, "\"engine\":", "errors"), 0);
-	CHECK_EQ(json_u64(json, "\"engine\":", "already_present"), 0);
-	CHECK_EQ(json_u64(json, "\"engine\":", "pages_demand"), NPAGES);
-	CHECK_EQ(json_u64(json, "\"engine\":", "lat_count"), NPAGES);
-	CHECK_EQ(json_u64(json, "\"pages_by_origin\":", "background"), 0);
+	CHECK_EQ(vt_json_u64(json, NULL, "pages_at_attach"), 0);
+	CHECK_EQ(vt_json_u64(json, "\"source\":", "pages"), NPAGES);
+	CHECK_EQ(vt_json_u64(json, "\"source\":", "failures"), 0);
+	CHECK_EQ(vt_json_u64(json, "\"engine\":", "pages_present"), NPAGES);
+	CHECK_EQ(vt_json_u64(json, "\"engine\":", "errors"), 0);
+	CHECK_EQ(vt_json_u64(json, "\"engine\":", "already_present"), 0);
+	CHECK_EQ(vt_json_u64(json, "\"engine\":", "pages_demand"), NPAGES);
+	CHECK_EQ(vt_json_u64(json, "\"engine\":", "lat_count"), NPAGES);
+	CHECK_EQ(vt_json_u64(json, "\"pages_by_origin\":", "background"), 0);
 	if (!nh)
-		CHECK_EQ(json_u64(json, "\"pages_by_origin\":", "vcpu"), NPAGES);
+		CHECK_EQ(vt_json_u64(json, "\"pages_by_origin\":", "vcpu"), NPAGES);
 	print_restore(private_mem ? "pager, private memory" : "pager lazy restore", json);
 	printf("#   %s\n", json);
 	/* the daemon's view lists the session */
 	CHECK(gmfp_pager_status(SOCK_PATH, json, sizeof(json)) > 0, "status");
-	CHECK_EQ(json_u64(json, "\"pager\":", "attached"), 1);
+	CHECK_EQ(vt_json_u64(json, "\"pager\":", "attached"), 1);
 	CHECK(strstr(json, "\"state\":\"complete\""), "%s", json);
 	CHECK_EQ(gmfp_pager_detach(a.sock), 0);
-	pager_stop(pager);
+	vt_pager_stop(pager);
 	vt_vm_destroy(&v);
 }
 
@@ -408,7 +293,7 @@ static void test_kill_and_resume(void)
 	static char json[GMFP_PAGER_MAX_JSON];
 	unsigned int intr[8];
 	struct vt_vm v;
-	struct attach a, b;
+	struct vt_attach a, b;
 	pid_t pager, server, pids[NHELPERS];
 	uint64_t before, after, end;
 	char port[16], c;
@@ -423,11 +308,11 @@ static void test_kill_and_resume(void)
 	pager = vt_pager_start(SOCK_PATH, NULL);
 	CHECK_EQ(vt_helpers_start(&v, NHELPERS, pids), 0);
 	CHECK_EQ(vt_vcpus_start(&v), 0);
-	r = attach_vm(&a, &v, port, 1, 8, GMFP_PAGER_BG_SEQUENTIAL);
+	r = vt_pager_attach(&a, SOCK_PATH, &v, image_path, port, 1, 8, GMFP_PAGER_BG_SEQUENTIAL);
 	CHECK(!r, "attach: %s (%s)", strerror(-r), a.why);
-	end = now_ms() + 60000;
+	end = vt_now_ms() + 60000;
 	while ((before = vt_count_present(v.gmem, NPAGES)) < 48) {
-		CHECK(now_ms() < end, "only %llu pages present", (unsigned long long)before);
+		CHECK(vt_now_ms() < end, "only %llu pages present", (unsigned long long)before);
 		usleep(5000);
 	}
 	CHECK_EQ(kill(pager, SIGKILL), 0);
@@ -436,7 +321,7 @@ static void test_kill_and_resume(void)
 	before = vt_count_present(v.gmem, NPAGES);
 	CHECK(before < NPAGES - 64, "%llu pages present: the source was too fast to test a kill",
 	      (unsigned long long)before);
-	check_present_pages(&v);
+	vt_check_present_pages(&v);
 	/* the VMM sees the pager gone */
 	p.fd = a.sock;
 	p.events = POLLIN;
@@ -461,23 +346,23 @@ static void test_kill_and_resume(void)
 
 	/* a new pager, the same socket path (the dead one's is stale), the same fds */
 	pager = vt_pager_start(SOCK_PATH, NULL);
-	r = attach_vm(&b, &v, NULL, 2, 0, GMFP_PAGER_BG_SEQUENTIAL);
+	r = vt_pager_attach(&b, SOCK_PATH, &v, image_path, NULL, 2, 0, GMFP_PAGER_BG_SEQUENTIAL);
 	CHECK(!r, "attach again: %s (%s)", strerror(-r), b.why);
-	vcpus_finish(&v, 60000);
+	vt_vcpus_finish(&v, 60000);
 	CHECK_EQ(vt_helpers_wait(NHELPERS, pids, 60000), 0);
-	wait_complete(b.sock, json, sizeof(json));
-	check_present_pages(&v);
+	vt_pager_wait_complete(b.sock, json, sizeof(json), 60000);
+	vt_check_present_pages(&v);
 	CHECK_EQ(vt_count_present(v.gmem, NPAGES), NPAGES);
 	/* it took over what was there and fetched exactly the rest */
-	CHECK_EQ(json_u64(json, NULL, "pages_at_attach"), after);
-	CHECK_EQ(json_u64(json, "\"source\":", "pages"), NPAGES - after);
-	CHECK_EQ(json_u64(json, "\"engine\":", "pages_present"), NPAGES);
-	CHECK_EQ(json_u64(json, "\"engine\":", "bytes"), (NPAGES - after) * PG);
-	CHECK_EQ(json_u64(json, "\"engine\":", "already_present"), 0);
-	CHECK_EQ(json_u64(json, "\"engine\":", "errors"), 0);
+	CHECK_EQ(vt_json_u64(json, NULL, "pages_at_attach"), after);
+	CHECK_EQ(vt_json_u64(json, "\"source\":", "pages"), NPAGES - after);
+	CHECK_EQ(vt_json_u64(json, "\"engine\":", "pages_present"), NPAGES);
+	CHECK_EQ(vt_json_u64(json, "\"engine\":", "bytes"), (NPAGES - after) * PG);
+	CHECK_EQ(vt_json_u64(json, "\"engine\":", "already_present"), 0);
+	CHECK_EQ(vt_json_u64(json, "\"engine\":", "errors"), 0);
 	print_restore("after the restart", json);
 	CHECK_EQ(gmfp_pager_detach(b.sock), 0);
-	pager_stop(pager);
+	vt_pager_stop(pager);
 	slow_server_kill(server);
 	vt_vm_destroy(&v);
 }
@@ -487,14 +372,14 @@ static void test_refused_uid(void)
 {
 	char other[16];
 	struct vt_vm v;
-	struct attach a;
+	struct vt_attach a;
 	pid_t pager;
 	int r;
 
 	snprintf(other, sizeof(other), "%u", (unsigned int)geteuid() + 1000);
 	CHECK_EQ(vt_vm_create(&v, NPAGES, false, GMFP_POLICY_WAIT), 0);
 	pager = vt_pager_start(SOCK_PATH, (const char *[]){ "--allow-uid", other, NULL });
-	r = attach_vm(&a, &v, NULL, 0, 0, 0);
+	r = vt_pager_attach(&a, SOCK_PATH, &v, image_path, NULL, 0, 0, 0);
 	CHECK(r == -EACCES, "attach: %d (%s), expected -EACCES", r, a.why);
 	CHECK_EQ(a.sock, -1);
 	CHECK(strstr(a.why, "not allowed"), "reason: \"%s\"", a.why);
@@ -502,7 +387,7 @@ static void test_refused_uid(void)
 	usleep(300000);
 	CHECK_EQ(vt_count_present(v.gmem, NPAGES), 0);
 	printf("#   refused: %s\n", a.why);
-	pager_stop(pager);
+	vt_pager_stop(pager);
 	vt_vm_destroy(&v);
 }
 
@@ -516,7 +401,7 @@ static void test_hostile_peers(void)
 	static uint8_t buf[GMFP_PAGER_MAX_REQUEST + 16];
 	struct gmfp_pager_msg m;
 	struct vt_vm good, bad;
-	struct attach a, x;
+	struct vt_attach a, x;
 	pid_t pager, pids[NHELPERS];
 	int fds[70], idle[6], nidle, fd, i, r;
 	uint64_t end;
@@ -527,7 +412,7 @@ static void test_hostile_peers(void)
 	CHECK_EQ(vt_vm_create(&bad, NPAGES, false, GMFP_POLICY_WAIT), 0);
 	pager = vt_pager_start(SOCK_PATH, (const char *[]){ "--max-sessions", "6", "--timeout-ms", "5000", NULL });
 	CHECK_EQ(vt_helpers_start(&good, NHELPERS, pids), 0);
-	r = attach_vm(&a, &good, NULL, 2, 0, GMFP_PAGER_BG_SEQUENTIAL);
+	r = vt_pager_attach(&a, SOCK_PATH, &good, image_path, NULL, 2, 0, GMFP_PAGER_BG_SEQUENTIAL);
 	CHECK(!r, "attach: %s (%s)", strerror(-r), a.why);
 
 	/* garbage, short, another version, oversized */
@@ -561,7 +446,7 @@ static void test_hostile_peers(void)
 	n = gmfp_pager_encode(buf, sizeof(buf), &m);
 	raw_bad(buf, (size_t)n, fds, 2, -EINVAL, "beyond its guest_memfd");
 	/* the good VM's guest_memfd is served already */
-	r = attach_vm(&x, &good, NULL, 0, 0, 0);
+	r = vt_pager_attach(&x, SOCK_PATH, &good, image_path, NULL, 0, 0, 0);
 	CHECK(r == -EBUSY, "second attach: %d (%s)", r, x.why);
 	CHECK(strstr(x.why, "served by session"), "%s", x.why);
 	/* a peer that asks and never reads: dropped once its socket is full */
@@ -569,13 +454,13 @@ static void test_hostile_peers(void)
 	memset(&m, 0, sizeof(m));
 	m.type = GMFP_PAGER_STATUS;
 	n = gmfp_pager_encode(buf, sizeof(buf), &m);
-	for (end = now_ms() + 30000;;) {
+	for (end = vt_now_ms() + 30000;;) {
 		ssize_t k = send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (k < 0 && (errno == EPIPE || errno == ECONNRESET))
 			break;
 		CHECK(k == n || errno == EAGAIN, "send: %s", strerror(errno));
-		CHECK(now_ms() < end, "a peer that never reads was not dropped");
+		CHECK(vt_now_ms() < end, "a peer that never reads was not dropped");
 		if (k < 0)
 			usleep(10000);
 	}
@@ -605,20 +490,20 @@ static void test_hostile_peers(void)
 
 	/* the good peer was served all along; the bad VM got nothing */
 	CHECK_EQ(vt_helpers_wait(NHELPERS, pids, 60000), 0);
-	wait_complete(a.sock, json, sizeof(json));
-	check_present_pages(&good);
+	vt_pager_wait_complete(a.sock, json, sizeof(json), 60000);
+	vt_check_present_pages(&good);
 	CHECK_EQ(vt_count_present(good.gmem, NPAGES), NPAGES);
 	CHECK_EQ(vt_count_present(bad.gmem, NPAGES), 0);
 	for (i = 0; i < 100 && gmfp_pager_status(SOCK_PATH, json, sizeof(json)) < 0; i++)
 		usleep(20000);
 	CHECK(gmfp_pager_status(SOCK_PATH, json, sizeof(json)) > 0, "status");
-	CHECK(json_u64(json, "\"pager\":", "protocol_errors") >= 6, "%s", json);
-	CHECK(json_u64(json, "\"pager\":", "attach_failed") >= 3, "%s", json);
-	CHECK(json_u64(json, "\"pager\":", "refused_busy") >= 21, "%s", json);
-	CHECK(json_u64(json, "\"pager\":", "dropped") >= 1, "%s", json);
+	CHECK(vt_json_u64(json, "\"pager\":", "protocol_errors") >= 6, "%s", json);
+	CHECK(vt_json_u64(json, "\"pager\":", "attach_failed") >= 3, "%s", json);
+	CHECK(vt_json_u64(json, "\"pager\":", "refused_busy") >= 21, "%s", json);
+	CHECK(vt_json_u64(json, "\"pager\":", "dropped") >= 1, "%s", json);
 	printf("#   %s\n", json);
 	CHECK_EQ(gmfp_pager_detach(a.sock), 0);
-	pager_stop(pager);
+	vt_pager_stop(pager);
 	vt_vm_destroy(&bad);
 	vt_vm_destroy(&good);
 }

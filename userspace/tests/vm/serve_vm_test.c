@@ -36,177 +36,8 @@
 #define NHELPERS 3
 
 static int image_fd = -1;
-static char serve_path[512];
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* ---- the server process ---- */
-
-struct srv {
-	pid_t pid;
-	int out;		/* its stdout */
-	char port[16];
-	char obuf[8192];
-	size_t olen;
-};
-
-/* Read its stdout until @until shows up (NULL: EOF) or @ms pass. */
-static bool srv_read(struct srv *s, const char *until, unsigned int ms)
-{
-	uint64_t dl = now_ms() + ms;
-
-	for (;;) {
-		struct pollfd p = { .fd = s->out, .events = POLLIN };
-		uint64_t now = now_ms();
-		ssize_t n;
-
-		s->obuf[s->olen] = 0;
-		if (until && strstr(s->obuf, until))
-			return true;
-		if (now >= dl || s->olen == sizeof(s->obuf) - 1)
-			return false;
-		if (poll(&p, 1, (int)(dl - now)) <= 0)
-			continue;
-		n = read(s->out, s->obuf + s->olen, sizeof(s->obuf) - 1 - s->olen);
-		if (n <= 0)
-			return !until;
-		s->olen += (size_t)n;
-	}
-}
-
-/*
- * Start gmfp-serve on guest_memfd @gmem, on @port ("0": any), with
- * @extra options (NULL-terminated, may be NULL).
- */
-static void srv_start(struct srv *s, int gmem, const char *port, const char *const *extra)
-{
-	const char *argv[24];
-	char fdarg[16], listen[40];
-	int pfd[2], n = 0;
-	char *p;
-
-	memset(s, 0, sizeof(*s));
-	snprintf(fdarg, sizeof(fdarg), "%d", gmem);
-	snprintf(listen, sizeof(listen), "127.0.0.1:%s", port);
-	argv[n++] = serve_path;
-	argv[n++] = "--gmem-fd";
-	argv[n++] = fdarg;
-	argv[n++] = "--listen";
-	argv[n++] = listen;
-	argv[n++] = "--json";
-	while (extra && *extra && n < 22)
-		argv[n++] = *extra++;
-	argv[n] = NULL;
-	CHECK_EQ(pipe2(pfd, O_CLOEXEC), 0);
-	s->pid = fork();
-	CHECK(s->pid >= 0, "fork: %s", strerror(errno));
-	if (!s->pid) {
-		/*
-		 * Only async-signal-safe calls from here (engine threads may be
-		 * running).  The server inherits the source's guest_memfd and
-		 * nothing else of ours: not the destination VM, not its memory.
-		 */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(pfd[1], 1);
-		close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
-		fcntl(gmem, F_SETFD, 0);
-		execv(serve_path, (char *const *)argv);
-		_exit(127);
-	}
-	close(pfd[1]);
-	s->out = pfd[0];
-	if (!srv_read(s, "\n", 30000) || !(p = strstr(s->obuf, "listening on 127.0.0.1:")))
-		CHECK(0, "gmfp-serve did not start: '%s'", s->obuf);
-	p += strlen("listening on 127.0.0.1:");
-	snprintf(s->port, sizeof(s->port), "%.*s", (int)strspn(p, "0123456789"), p);
-	CHECK(s->port[0], "no port in '%s'", s->obuf);
-}
-
-/* Wait for it to exit: exit status, 128 + signal, -1 after @ms (killed). */
-static int srv_wait(struct srv *s, unsigned int ms)
-{
-	uint64_t dl = now_ms() + ms;
-	int st;
-
-	for (;;) {
-		pid_t r = waitpid(s->pid, &st, WNOHANG);
-
-		if (r == s->pid)
-			break;
-		if (now_ms() > dl) {
-			kill(s->pid, SIGKILL);
-			waitpid(s->pid, &st, 0);
-			s->pid = 0;
-			close(s->out);
-			return -1;
-		}
-		usleep(5000);
-	}
-	s->pid = 0;
-	srv_read(s, NULL, 5000);
-	close(s->out);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-/* SIGTERM: exits 0 after cleanup (an ASan build: 23 if anything leaked). */
-static const char *srv_stop(struct srv *s)
-{
-	const char *js;
-
-	kill(s->pid, SIGTERM);
-	CHECK_EQ(srv_wait(s, 30000), 0);
-	js = strstr(s->obuf, "\n{\"connections\"");
-	CHECK(js, "no stats JSON in '%s'", s->obuf);
-	printf("#   server: %s", js + 1);
-	return js + 1;
-}
-
-/* "key": value in the object "obj" (NULL: anywhere) of JSON @js. */
-static uint64_t jget(const char *js, const char *obj, const char *key)
-{
-	char pat[64];
-	const char *p = js;
-
-	if (obj) {
-		snprintf(pat, sizeof(pat), "\"%s\":{", obj);
-		p = strstr(js, pat);
-		CHECK(p, "no %s in %s", obj, js);
-	}
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(p, pat);
-	CHECK(p, "no %s in %s", key, js);
-	return strtoull(p + strlen(pat), NULL, 10);
-}
 
 /* ---- source and destination ---- */
-
-/* The source VM: presence guest_memfd, @present pages of the image in it. */
-static void source_vm(struct vt_vm *v, bool (*present)(uint64_t pg))
-{
-	uint8_t *img = malloc((size_t)NPAGES * PG);
-	uint64_t pg;
-	int r;
-
-	CHECK(img, "out of memory");
-	r = vt_vm_create(v, NPAGES, false, GMFP_POLICY_WAIT);
-	if (r == -EOPNOTSUPP) {
-		free(img);
-		vt_vm_destroy(v);
-		SKIP_TEST("no presence tracking");
-	}
-	CHECK_EQ(r, 0);
-	CHECK_EQ(pread(image_fd, img, (size_t)NPAGES * PG, 0), (ssize_t)NPAGES * PG);
-	for (pg = 0; pg < NPAGES; pg++)
-		if (!present || present(pg))
-			CHECK_EQ(gmfp_gmem_copy(v->gmem, pg * PG, img + pg * PG, PG, 0, NULL), 0);
-	free(img);
-}
 
 static bool all_pages(uint64_t pg)
 {
@@ -238,69 +69,6 @@ static void source_fill(struct vt_vm *v, bool (*which)(uint64_t pg))
 	}
 }
 
-/* Counts what the engine got from the TCP source, and what it did not. */
-struct counting {
-	struct gmfp_source *tcp;
-	_Atomic uint64_t ok_pages, failed_pages, failed;
-	_Atomic uint64_t even_single_ok, even_single_fail;
-	_Atomic int last_even_err;
-};
-
-static int counting_fetch(void *ctx, struct gmfp_fetch *f)
-{
-	struct counting *c = ctx;
-	int r = gmfp_source_fetch(c->tcp, f);
-
-	if (f->npages == 1 && !(f->pgoff % 2)) {
-		if (r) {
-			atomic_fetch_add(&c->even_single_fail, 1);
-			atomic_store(&c->last_even_err, r);
-		} else {
-			atomic_fetch_add(&c->even_single_ok, 1);
-		}
-	}
-	if (r) {
-		atomic_fetch_add(&c->failed, 1);
-		atomic_fetch_add(&c->failed_pages, f->npages);
-	} else {
-		atomic_fetch_add(&c->ok_pages, f->npages);
-	}
-	return r;
-}
-
-static struct gmfp_source *counting_source(struct counting *c, const char *port)
-{
-	GMFP_OPTS_INIT(struct gmfp_tcp_opts, to);
-	GMFP_OPTS_INIT(struct gmfp_source_ops, ops);
-	static uint64_t size = NPAGES * PG;
-	struct gmfp_source *s;
-
-	memset(c, 0, sizeof(*c));
-	to.port = port;
-	to.nr_regions = 1;
-	to.region_sizes = &size;
-	to.timeout_ms = 10000;
-	to.connect_timeout_ms = 500;
-	CHECK_EQ(gmfp_source_tcp(&c->tcp, &to), 0);
-	ops.fetch = counting_fetch;
-	ops.max_pages = GMFP_WIRE_MAX_PAGES;
-	CHECK_EQ(gmfp_source_new(&s, &ops, c), 0);
-	return s;
-}
-
-/* Every page of @dst what the source has (and the image says). */
-static void check_against_source(const struct vt_vm *dst, const struct vt_vm *src)
-{
-	uint64_t pg;
-
-	for (pg = 0; pg < NPAGES; pg++) {
-		CHECK(vt_page_ok((const char *)dst->hva + pg * PG, pg), "page %llu wrong",
-		      (unsigned long long)pg);
-		CHECK(!memcmp((const char *)dst->hva + pg * PG, (const char *)src->hva + pg * PG,
-			      PG), "page %llu differs from the source", (unsigned long long)pg);
-	}
-}
-
 /* A raw connection to the server, for the hostile peers. */
 static int raw_connect(const char *port)
 {
@@ -317,10 +85,10 @@ static int raw_connect(const char *port)
 /* Read and drop everything until the server closes @fd, @ms at most. */
 static bool raw_drain_closed(int fd, unsigned int ms)
 {
-	uint64_t dl = now_ms() + ms;
+	uint64_t dl = vt_now_ms() + ms;
 	static uint8_t b[65536];
 
-	while (now_ms() < dl) {
+	while (vt_now_ms() < dl) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		ssize_t n;
 
@@ -342,9 +110,9 @@ static bool raw_drain_closed(int fd, unsigned int ms)
  */
 static bool raw_closed_unread(int fd, unsigned int ms)
 {
-	uint64_t dl = now_ms() + ms;
+	uint64_t dl = vt_now_ms() + ms;
 
-	while (now_ms() < dl) {
+	while (vt_now_ms() < dl) {
 		struct pollfd p = { .fd = fd, .events = POLLRDHUP };
 
 		if (poll(&p, 1, 100) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
@@ -365,18 +133,18 @@ static void test_postcopy(void)
 	struct gmfp_engine *e;
 	struct gmfp_source *s;
 	struct vt_vm src, dst;
-	struct counting cnt;
+	struct vt_counting cnt;
 	pid_t pids[NHELPERS];
-	struct srv srv;
+	struct vt_serve srv;
 	const char *js;
 	int i, bad, mute;
 	ssize_t n;
 
-	source_vm(&src, all_pages);
+	vt_source_vm(&src, NPAGES, image_fd, all_pages);
 	if (vt_skipped)
 		return;
 	CHECK_EQ(vt_count_present(src.gmem, NPAGES), NPAGES);
-	srv_start(&srv, src.gmem, "0", (const char *[]){ "--io-timeout-ms", "1000", NULL });
+	vt_serve_start(&srv, src.gmem, "0", (const char *[]){ "--io-timeout-ms", "1000", NULL });
 
 	/* hostile peers first: garbage, and one that asks and never reads */
 	bad = raw_connect(srv.port);
@@ -393,7 +161,7 @@ static void test_postcopy(void)
 	CHECK_EQ(vt_vm_create(&dst, NPAGES, false, GMFP_POLICY_WAIT), 0);
 	CHECK_EQ(vt_vcpu_add(&dst, 0, NPAGES / 2), 0);
 	CHECK_EQ(vt_vcpu_add(&dst, NPAGES / 2, NPAGES / 2), 0);
-	s = counting_source(&cnt, srv.port);
+	s = vt_counting_source(&cnt, srv.port, NPAGES);
 	o.workers = 2;
 	o.max_batch = 16;
 	o.bg_order = GMFP_BG_SEQUENTIAL;
@@ -417,7 +185,7 @@ static void test_postcopy(void)
 	}
 	CHECK_EQ(vt_helpers_wait(NHELPERS, pids, 60000), 0);
 	CHECK_EQ(gmfp_engine_wait(e, 60000), 0);
-	check_against_source(&dst, &src);
+	vt_check_against_source(&dst, &src);
 	CHECK_EQ(vt_count_present(dst.gmem, NPAGES), NPAGES);
 	CHECK_EQ(gmfp_engine_get_stats(e, &st), 0);
 	CHECK_EQ(st.errors, 0);
@@ -441,13 +209,15 @@ static void test_postcopy(void)
 	 * reads (as much as the socket buffers took): the exact "once" is the
 	 * client's count above.
 	 */
-	js = srv_stop(&srv);
-	CHECK(jget(js, "pages", "demand") + jget(js, "pages", "background") >= NPAGES,
+	js = vt_serve_stop(&srv);
+	CHECK(vt_json_u64(js, "\"pages\":{", "demand") +
+	      vt_json_u64(js, "\"pages\":{", "background") >= NPAGES,
 	      "the server served fewer pages than the destination got");
-	CHECK(jget(js, "pages", "demand") > 0, "no demand page on the server");
-	CHECK_EQ(jget(js, "errors", "malformed"), 1);
-	CHECK_EQ(jget(js, "errors", "timeout"), 1);
-	CHECK_EQ(jget(js, "errors", "fetch") + jget(js, "errors", "not_present"), 0);
+	CHECK(vt_json_u64(js, "\"pages\":{", "demand") > 0, "no demand page on the server");
+	CHECK_EQ(vt_json_u64(js, "\"errors\":{", "malformed"), 1);
+	CHECK_EQ(vt_json_u64(js, "\"errors\":{", "timeout"), 1);
+	CHECK_EQ(vt_json_u64(js, "\"errors\":{", "fetch") +
+		 vt_json_u64(js, "\"errors\":{", "not_present"), 0);
 	vt_vm_destroy(&dst);
 	vt_vm_destroy(&src);
 }
@@ -461,23 +231,23 @@ static void test_kill_restart(void)
 	struct gmfp_engine *e;
 	struct gmfp_source *s;
 	struct vt_vm src, dst;
-	struct counting cnt;
+	struct vt_counting cnt;
 	pid_t pids[NHELPERS];
 	uint64_t present, dl, served2, beyond, repeat2, inflight;
-	struct srv srv;
+	struct vt_serve srv;
 	char port[16];
 	const char *js;
 
-	source_vm(&src, all_pages);
+	vt_source_vm(&src, NPAGES, image_fd, all_pages);
 	if (vt_skipped)
 		return;
 	/* a slow link: a page every 3 ms, so that there is a "mid-transfer" */
-	srv_start(&srv, src.gmem, "0", slow);
+	vt_serve_start(&srv, src.gmem, "0", slow);
 	snprintf(port, sizeof(port), "%s", srv.port);
 
 	CHECK_EQ(vt_vm_create(&dst, NPAGES, false, GMFP_POLICY_WAIT), 0);
 	CHECK_EQ(vt_vcpu_add(&dst, 0, NPAGES), 0);
-	s = counting_source(&cnt, port);
+	s = vt_counting_source(&cnt, port, NPAGES);
 	o.workers = 2;
 	o.max_batch = 8;
 	o.bg_order = GMFP_BG_SEQUENTIAL;
@@ -490,11 +260,11 @@ static void test_kill_restart(void)
 	CHECK_EQ(vt_vcpus_start(&dst), 0);
 	CHECK_EQ(gmfp_engine_start(e), 0);
 
-	dl = now_ms() + 60000;
-	while (vt_count_present(dst.gmem, NPAGES) < NPAGES / 4 && now_ms() < dl)
+	dl = vt_now_ms() + 60000;
+	while (vt_count_present(dst.gmem, NPAGES) < NPAGES / 4 && vt_now_ms() < dl)
 		usleep(2000);
 	kill(srv.pid, SIGKILL);
-	CHECK_EQ(srv_wait(&srv, 10000), 128 + SIGKILL);
+	CHECK_EQ(vt_serve_wait(&srv, 10000), 128 + SIGKILL);
 	/* whatever was still on its way has arrived or is lost by now (TCG: slow) */
 	usleep(1000000);
 	present = vt_count_present(dst.gmem, NPAGES);
@@ -505,14 +275,14 @@ static void test_kill_restart(void)
 	usleep(300000);
 	CHECK_EQ(vt_count_present(dst.gmem, NPAGES), present);
 
-	srv_start(&srv, src.gmem, port, slow);
+	vt_serve_start(&srv, src.gmem, port, slow);
 	CHECK_EQ(strcmp(srv.port, port), 0);
 	vt_vcpus_join(&dst);
 	CHECK_EQ(dst.vcpus[0].result, 0);
 	CHECK_EQ(dst.vcpus[0].sum, vt_expected_sum(0, NPAGES));
 	CHECK_EQ(vt_helpers_wait(NHELPERS, pids, 120000), 0);
 	CHECK_EQ(gmfp_engine_wait(e, 120000), 0);
-	check_against_source(&dst, &src);
+	vt_check_against_source(&dst, &src);
 	CHECK_EQ(gmfp_engine_get_stats(e, &st), 0);
 	gmfp_source_get_stats(cnt.tcp, &ss);
 	CHECK(st.errors > 0, "the kill went unnoticed");
@@ -523,9 +293,10 @@ static void test_kill_restart(void)
 	gmfp_source_destroy(s);
 	gmfp_source_destroy(cnt.tcp);
 
-	js = srv_stop(&srv);
-	served2 = jget(js, "pages", "demand") + jget(js, "pages", "background");
-	repeat2 = jget(js, "pages", "repeat");
+	js = vt_serve_stop(&srv);
+	served2 = vt_json_u64(js, "\"pages\":{", "demand") +
+		  vt_json_u64(js, "\"pages\":{", "background");
+	repeat2 = vt_json_u64(js, "\"pages\":{", "repeat");
 	CHECK(served2 >= NPAGES - present, "the new server served %llu of %llu missing",
 	      (unsigned long long)served2, (unsigned long long)(NPAGES - present));
 	beyond = served2 - (NPAGES - present);
@@ -555,20 +326,20 @@ static void test_source_not_present(void)
 	struct gmfp_engine *e;
 	struct gmfp_source *s;
 	struct vt_vm src, dst;
-	struct counting cnt;
-	struct srv srv;
+	struct vt_counting cnt;
+	struct vt_serve srv;
 	const char *js;
 	int w;
 
-	source_vm(&src, even_pages);
+	vt_source_vm(&src, NPAGES, image_fd, even_pages);
 	if (vt_skipped)
 		return;
 	CHECK_EQ(vt_count_present(src.gmem, NPAGES), NPAGES / 2);
-	srv_start(&srv, src.gmem, "0", NULL);
+	vt_serve_start(&srv, src.gmem, "0", NULL);
 
 	/* background only: nobody waits for a page that may never come */
 	CHECK_EQ(vt_vm_create(&dst, NPAGES, false, GMFP_POLICY_WAIT), 0);
-	s = counting_source(&cnt, srv.port);
+	s = vt_counting_source(&cnt, srv.port, NPAGES);
 	o.workers = 2;
 	o.max_batch = 16;
 	o.bg_order = GMFP_BG_SEQUENTIAL;
@@ -577,8 +348,8 @@ static void test_source_not_present(void)
 	CHECK_EQ(gmfp_engine_new(&e, s, &o), 0);
 	CHECK_EQ(gmfp_engine_add(e, dst.gmem, NULL), 0);
 	CHECK_EQ(gmfp_engine_start(e), 0);
-	dl = now_ms() + 20000;
-	while (vt_count_present(dst.gmem, NPAGES) < NPAGES / 2 && now_ms() < dl)
+	dl = vt_now_ms() + 20000;
+	while (vt_count_present(dst.gmem, NPAGES) < NPAGES / 2 && vt_now_ms() < dl)
 		usleep(10000);
 	{
 		char json[2048];
@@ -615,13 +386,13 @@ static void test_source_not_present(void)
 	/* the source catches up: so does the destination */
 	source_fill(&src, odd_pages);
 	CHECK_EQ(gmfp_engine_wait(e, 60000), 0);
-	check_against_source(&dst, &src);
+	vt_check_against_source(&dst, &src);
 	gmfp_engine_destroy(e);
 	gmfp_source_destroy(s);
 	gmfp_source_destroy(cnt.tcp);
-	js = srv_stop(&srv);
-	CHECK(jget(js, "errors", "not_present") > 0, "no refusal counted");
-	CHECK_EQ(jget(js, "errors", "fetch"), 0);
+	js = vt_serve_stop(&srv);
+	CHECK(vt_json_u64(js, "\"errors\":{", "not_present") > 0, "no refusal counted");
+	CHECK_EQ(vt_json_u64(js, "\"errors\":{", "fetch"), 0);
 	vt_vm_destroy(&dst);
 	vt_vm_destroy(&src);
 }
@@ -633,7 +404,7 @@ int main(int argc, char **argv)
 		{ "server_killed_and_restarted_mid_transfer", test_kill_restart },
 		{ "source_pages_not_present_are_refused", test_source_not_present },
 	};
-	char path[64];
+	char path[64], serve_path[512];
 
 	signal(SIGPIPE, SIG_IGN);
 	if (!vt_tool("gmfp-serve", serve_path, sizeof(serve_path)) ||

@@ -150,7 +150,7 @@ static void test_postcopy_pager(void)
 
 	postcopy(NULL, false, NULL, PAGER_SOCK, &m);
 	mig_free(&m);
-	vmm_pager_stop(pid);
+	vt_pager_stop(pid);
 }
 
 static void test_postcopy_source_killed(void)

@@ -153,7 +153,7 @@ static void test_restore_pager(void)
 	restore(NULL, true, false, PAGER_SOCK, &p);
 	check_lazy(&p);
 	proc_free(&p);
-	vmm_pager_stop(pid);
+	vt_pager_stop(pid);
 }
 
 static const struct vt_case cases[] = {

@@ -19,14 +19,6 @@
 #include "gmfp_pager.h"
 #include "vmmtest.h"
 
-uint64_t vmm_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ---- running gmfp-vm ---- */
 
 void proc_start(struct proc *p, const char *const *args)
@@ -66,11 +58,11 @@ void proc_start(struct proc *p, const char *const *args)
 /* Read its stderr until a line contains @what (echoing it): true if seen. */
 bool proc_wait_line(struct proc *p, const char *what, int timeout_ms)
 {
-	uint64_t end = vmm_now_ms() + (uint64_t)timeout_ms;
+	uint64_t end = vt_now_ms() + (uint64_t)timeout_ms;
 	char line[1024];
 	size_t n = 0;
 
-	while (vmm_now_ms() < end) {
+	while (vt_now_ms() < end) {
 		struct pollfd pf = { .fd = p->err, .events = POLLIN };
 		char c;
 
@@ -97,11 +89,11 @@ bool proc_wait_line(struct proc *p, const char *what, int timeout_ms)
  */
 bool proc_wait_present(struct proc *p, uint64_t min, int timeout_ms)
 {
-	uint64_t end = vmm_now_ms() + (uint64_t)timeout_ms;
+	uint64_t end = vt_now_ms() + (uint64_t)timeout_ms;
 	char line[1024];
 	size_t n = 0;
 
-	while (vmm_now_ms() < end) {
+	while (vt_now_ms() < end) {
 		struct pollfd pf = { .fd = p->err, .events = POLLIN };
 		const char *at;
 		char c;
@@ -127,7 +119,7 @@ bool proc_wait_present(struct proc *p, uint64_t min, int timeout_ms)
 /* Collect stdout and stderr until it exits (within @timeout_ms, else kill). */
 void proc_wait(struct proc *p, int timeout_ms)
 {
-	uint64_t end = vmm_now_ms() + (uint64_t)timeout_ms;
+	uint64_t end = vt_now_ms() + (uint64_t)timeout_ms;
 	char buf[4096], line[1024];
 	size_t ln = 0;
 	bool out_open = true, err_open = true;
@@ -140,7 +132,7 @@ void proc_wait(struct proc *p, int timeout_ms)
 		ssize_t r;
 		int i;
 
-		CHECK(vmm_now_ms() < end, "gmfp-vm (pid %d) still running after %d s", (int)p->pid,
+		CHECK(vt_now_ms() < end, "gmfp-vm (pid %d) still running after %d s", (int)p->pid,
 		      timeout_ms / 1000);
 		if (poll(pf, 2, 200) <= 0)
 			continue;
@@ -261,13 +253,4 @@ bool vmm_have_sw_protected(void)
 	r = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES);
 	close(kvm);
 	return r > 0 && (r & (1 << KVM_X86_SW_PROTECTED_VM));
-}
-
-void vmm_pager_stop(pid_t pid)
-{
-	int st = 0;
-
-	kill(pid, SIGTERM);
-	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && !WEXITSTATUS(st),
-	      "gmfp-pager exit status %#x", st);
 }

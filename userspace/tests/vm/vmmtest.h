@@ -17,7 +17,6 @@ struct proc {
 	int status;
 };
 
-uint64_t vmm_now_ms(void);
 /* Start gmfp-vm with @args (NULL terminated); echoes the command line. */
 void proc_start(struct proc *p, const char *const *args);
 /* Read its stderr (echoed) until a line contains @what: true if seen. */
@@ -38,7 +37,5 @@ void check_verified(const struct proc *p, bool shared);
 void check_lazy(const struct proc *p);
 void free_port(char *buf, size_t len);
 bool vmm_have_sw_protected(void);
-/* SIGTERM to a pager of vt_pager_start(): it must exit 0. */
-void vmm_pager_stop(pid_t pid);
 
 #endif /* GMFP_VMMTEST_H */

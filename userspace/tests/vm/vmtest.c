@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -742,4 +743,322 @@ pid_t vt_pager_start(const char *sock, const char *const *extra)
 	}
 	CHECK(0, "gmfp-pager did not come up");
 	return -1;
+}
+
+/* ---- odds and ends ---- */
+
+uint64_t vt_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int vt_fd_count(pid_t pid)
+{
+	char path[64];
+	struct dirent *d;
+	DIR *dir;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid ? (int)pid : (int)getpid());
+	dir = opendir(path);
+	if (!dir)
+		return -1;
+	while ((d = readdir(dir)))
+		n += d->d_name[0] != '.';
+	closedir(dir);
+	return n - !pid;	/* not counting the directory's own fd */
+}
+
+uint64_t vt_json_u64(const char *json, const char *after, const char *key)
+{
+	char pat[64];
+	const char *p = after ? strstr(json, after) : json;
+
+	CHECK(p, "no %s in %s", after, json);
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(p, pat);
+	CHECK(p, "no %s in %s", key, json);
+	return strtoull(p + strlen(pat), NULL, 10);
+}
+
+/* ---- checks of a VM's memory ---- */
+
+void vt_check_present_pages(struct vt_vm *v)
+{
+	uint64_t npages = v->size / PG, *bm = calloc((npages + 63) / 64, 8), p;
+
+	CHECK(bm && !gmfp_gmem_bitmap(v->gmem, 0, v->size, bm), "bitmap");
+	if (v->hva)
+		for (p = 0; p < npages; p++)
+			if (bm[p / 64] & (1ull << (p % 64)))
+				CHECK(vt_page_ok((char *)v->hva + p * PG, p),
+				      "page %lu present with wrong contents", (unsigned long)p);
+	free(bm);
+}
+
+void vt_check_against_source(const struct vt_vm *dst, const struct vt_vm *src)
+{
+	uint64_t pg;
+
+	for (pg = 0; pg < dst->size / PG; pg++) {
+		CHECK(vt_page_ok((const char *)dst->hva + pg * PG, pg), "page %llu wrong",
+		      (unsigned long long)pg);
+		CHECK(!memcmp((const char *)dst->hva + pg * PG, (const char *)src->hva + pg * PG,
+			      PG), "page %llu differs from the source", (unsigned long long)pg);
+	}
+}
+
+void vt_vcpus_finish(struct vt_vm *v, int ms)
+{
+	struct timespec ts;
+	int i;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	for (i = 0; i < v->nr_vcpus; i++) {
+		struct vt_vcpu *c = &v->vcpus[i];
+
+		CHECK_EQ(pthread_timedjoin_np(c->thread, NULL, &ts), 0);
+		CHECK_EQ(c->result, 0);
+		CHECK_EQ(c->sum, vt_expected_sum(c->first, c->npages));
+	}
+}
+
+/* ---- gmfp-pager ---- */
+
+void vt_pager_stop(pid_t pid)
+{
+	uint64_t end = vt_now_ms() + 30000;
+	int st = 0;
+
+	CHECK_EQ(kill(pid, SIGTERM), 0);
+	while (waitpid(pid, &st, WNOHANG) != pid) {
+		CHECK(vt_now_ms() < end, "gmfp-pager did not exit on SIGTERM");
+		usleep(10000);
+	}
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "gmfp-pager exit status %#x", st);
+}
+
+int vt_pager_attach(struct vt_attach *a, const char *sock, struct vt_vm *v,
+		    const char *image_path, const char *tcp_port, uint32_t workers,
+		    uint32_t max_batch, uint32_t bg_order)
+{
+	struct gmfp_pager_region r = {
+		.gmem = v->gmem, .size = v->size, .gpa = GMEM_GPA,
+		.flags = v->private_mem ? GMFP_PAGER_PRIVATE : 0,
+	};
+	GMFP_OPTS_INIT(struct gmfp_pager_attach_opts, o);
+
+	o.regions = &r;
+	o.nr_regions = 1;
+	if (tcp_port) {
+		o.source = GMFP_PAGER_SRC_TCP;
+		o.tcp_host = "127.0.0.1";
+		o.tcp_port = tcp_port;
+		o.tcp_timeout_ms = 2000;
+		o.tcp_connect_timeout_ms = 500;
+	} else {
+		o.source = GMFP_PAGER_SRC_FILE;
+		o.file_path = image_path;
+	}
+	o.workers = workers;
+	o.max_batch = max_batch;
+	o.bg_order = bg_order;
+	o.errmsg = a->why;
+	o.errmsg_len = sizeof(a->why);
+	o.session = &a->session;
+	return gmfp_pager_attach(&a->sock, sock, &o);
+}
+
+void vt_pager_wait_complete(int sock, char *json, size_t len, int ms)
+{
+	uint64_t end = vt_now_ms() + (uint64_t)ms;
+
+	for (;;) {
+		CHECK(gmfp_pager_session_status(sock, json, len) > 0, "session status");
+		if (strstr(json, "\"complete\":true"))
+			return;
+		CHECK(vt_now_ms() < end, "not complete: %s", json);
+		usleep(20000);
+	}
+}
+
+/* ---- gmfp-serve ---- */
+
+bool vt_serve_read(struct vt_serve *s, const char *until, unsigned int ms)
+{
+	uint64_t dl = vt_now_ms() + ms;
+
+	for (;;) {
+		struct pollfd p = { .fd = s->out, .events = POLLIN };
+		uint64_t now = vt_now_ms();
+		ssize_t n;
+
+		s->obuf[s->olen] = 0;
+		if (until && strstr(s->obuf, until))
+			return true;
+		if (now >= dl || s->olen == sizeof(s->obuf) - 1)
+			return false;
+		if (poll(&p, 1, (int)(dl - now)) <= 0)
+			continue;
+		n = read(s->out, s->obuf + s->olen, sizeof(s->obuf) - 1 - s->olen);
+		if (n <= 0)
+			return !until;
+		s->olen += (size_t)n;
+	}
+}
+
+void vt_serve_start(struct vt_serve *s, int gmem, const char *port, const char *const *extra)
+{
+	const char *argv[24];
+	char fdarg[16], listen[40], bin[512];
+	int pfd[2], n = 0;
+	char *p;
+
+	CHECK(vt_tool("gmfp-serve", bin, sizeof(bin)), "no path for gmfp-serve");
+	CHECK(!access(bin, X_OK), "%s: not found", bin);
+	memset(s, 0, sizeof(*s));
+	snprintf(fdarg, sizeof(fdarg), "%d", gmem);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%s", port);
+	argv[n++] = bin;
+	if (gmem >= 0) {
+		argv[n++] = "--gmem-fd";
+		argv[n++] = fdarg;
+	}
+	argv[n++] = "--listen";
+	argv[n++] = listen;
+	argv[n++] = "--json";
+	while (extra && *extra && n < 22)
+		argv[n++] = *extra++;
+	argv[n] = NULL;
+	CHECK_EQ(pipe2(pfd, O_CLOEXEC), 0);
+	fflush(NULL);
+	s->pid = fork();
+	CHECK(s->pid >= 0, "fork: %s", strerror(errno));
+	if (!s->pid) {
+		/*
+		 * Only async-signal-safe calls from here (engine threads may be
+		 * running).  The server inherits the source's guest_memfd and
+		 * nothing else of ours: not the destination VM, not its memory.
+		 */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(pfd[1], 1);
+		close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
+		if (gmem >= 0)
+			fcntl(gmem, F_SETFD, 0);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	s->out = pfd[0];
+	if (!vt_serve_read(s, "\n", 30000) || !(p = strstr(s->obuf, "listening on 127.0.0.1:")))
+		CHECK(0, "gmfp-serve did not start: '%s'", s->obuf);
+	p += strlen("listening on 127.0.0.1:");
+	snprintf(s->port, sizeof(s->port), "%.*s", (int)strspn(p, "0123456789"), p);
+	CHECK(s->port[0], "no port in '%s'", s->obuf);
+}
+
+int vt_serve_wait(struct vt_serve *s, unsigned int ms)
+{
+	uint64_t dl = vt_now_ms() + ms;
+	int st;
+
+	for (;;) {
+		pid_t r = waitpid(s->pid, &st, WNOHANG);
+
+		if (r == s->pid)
+			break;
+		if (vt_now_ms() > dl) {
+			kill(s->pid, SIGKILL);
+			waitpid(s->pid, &st, 0);
+			s->pid = 0;
+			close(s->out);
+			return -1;
+		}
+		usleep(5000);
+	}
+	s->pid = 0;
+	vt_serve_read(s, NULL, 5000);
+	close(s->out);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+const char *vt_serve_stop(struct vt_serve *s)
+{
+	const char *js;
+
+	kill(s->pid, SIGTERM);
+	CHECK_EQ(vt_serve_wait(s, 30000), 0);
+	js = strstr(s->obuf, "\n{\"connections\"");
+	CHECK(js, "no stats JSON in '%s'", s->obuf);
+	printf("#   server: %s", js + 1);
+	return js + 1;
+}
+
+/* ---- a postcopy source and a counting TCP client ---- */
+
+void vt_source_vm(struct vt_vm *v, uint64_t npages, int image_fd, bool (*present)(uint64_t pg))
+{
+	uint8_t *img = malloc((size_t)npages * PG);
+	uint64_t pg;
+	int r;
+
+	CHECK(img, "out of memory");
+	r = vt_vm_create(v, npages, false, GMFP_POLICY_WAIT);
+	if (r == -EOPNOTSUPP) {
+		free(img);
+		vt_vm_destroy(v);
+		SKIP_TEST("no presence tracking");
+	}
+	CHECK_EQ(r, 0);
+	CHECK_EQ(pread(image_fd, img, (size_t)npages * PG, 0), (ssize_t)(npages * PG));
+	for (pg = 0; pg < npages; pg++)
+		if (!present || present(pg))
+			CHECK_EQ(gmfp_gmem_copy(v->gmem, pg * PG, img + pg * PG, PG, 0, NULL), 0);
+	free(img);
+}
+
+static int counting_tcp_fetch(void *ctx, struct gmfp_fetch *f)
+{
+	struct vt_counting *c = ctx;
+	int r = gmfp_source_fetch(c->tcp, f);
+
+	if (f->npages == 1 && !(f->pgoff % 2)) {
+		if (r) {
+			atomic_fetch_add(&c->even_single_fail, 1);
+			atomic_store(&c->last_even_err, r);
+		} else {
+			atomic_fetch_add(&c->even_single_ok, 1);
+		}
+	}
+	if (r) {
+		atomic_fetch_add(&c->failed, 1);
+		atomic_fetch_add(&c->failed_pages, f->npages);
+	} else {
+		atomic_fetch_add(&c->ok_pages, f->npages);
+	}
+	return r;
+}
+
+struct gmfp_source *vt_counting_source(struct vt_counting *c, const char *port, uint64_t npages)
+{
+	GMFP_OPTS_INIT(struct gmfp_tcp_opts, to);
+	GMFP_OPTS_INIT(struct gmfp_source_ops, ops);
+	struct gmfp_source *s;
+
+	memset(c, 0, sizeof(*c));
+	c->size = npages * PG;
+	to.port = port;
+	to.nr_regions = 1;
+	to.region_sizes = &c->size;
+	to.timeout_ms = 10000;
+	to.connect_timeout_ms = 500;
+	CHECK_EQ(gmfp_source_tcp(&c->tcp, &to), 0);
+	ops.fetch = counting_tcp_fetch;
+	ops.max_pages = GMFP_WIRE_MAX_PAGES;
+	CHECK_EQ(gmfp_source_new(&s, &ops, c), 0);
+	return s;
 }

@@ -20,6 +20,7 @@
 #include <linux/kvm.h>
 
 #include "gmfp.h"
+#include "gmfp_pager.h"
 #include "gmfp_wire.h"
 
 #define PG GMFP_PAGE_SIZE
@@ -151,5 +152,85 @@ const char *vt_tool(const char *name, char *buf, size_t len);
 
 /* Count present pages via the bitmap. */
 uint64_t vt_count_present(int gmem, uint64_t npages);
+
+/* ---- odds and ends ---- */
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t vt_now_ms(void);
+/* Open file descriptors of process @pid (0: this one); -1 if unknown. */
+int vt_fd_count(pid_t pid);
+/*
+ * The number after "@key": that follows the first @after in @json (NULL:
+ * anywhere); a failed CHECK if there is none.
+ */
+uint64_t vt_json_u64(const char *json, const char *after, const char *key);
+
+/* ---- checks of a VM's memory ---- */
+/* Every present page of @v (shared) holds the image's contents. */
+void vt_check_present_pages(struct vt_vm *v);
+/* Every page of @dst holds what @src has, and what the image says. */
+void vt_check_against_source(const struct vt_vm *dst, const struct vt_vm *src);
+/* Every vCPU finished within @ms (joined), each with the right sum. */
+void vt_vcpus_finish(struct vt_vm *v, int ms);
+
+/* ---- gmfp-pager ---- */
+/* SIGTERM: it must exit 0 within 30 s (every session stopped, no leak). */
+void vt_pager_stop(pid_t pid);
+struct vt_attach {
+	int sock;
+	uint32_t session;
+	char why[GMFP_PAGER_ERRMSG_MAX];
+};
+/*
+ * Hand @v's guest_memfd (one region, all of it) to the pager on @sock:
+ * pages from the image at @image_path, or from the page server on
+ * 127.0.0.1:@tcp_port if that is not NULL.  0 or -errno (reason in a->why).
+ */
+int vt_pager_attach(struct vt_attach *a, const char *sock, struct vt_vm *v,
+		    const char *image_path, const char *tcp_port, uint32_t workers,
+		    uint32_t max_batch, uint32_t bg_order);
+/* The session's own status, until it says "complete" (@ms at most). */
+void vt_pager_wait_complete(int sock, char *json, size_t len, int ms);
+
+/* ---- gmfp-serve, the page server tool ---- */
+struct vt_serve {
+	pid_t pid;
+	int out;		/* its stdout */
+	char port[16];
+	char obuf[8192];
+	size_t olen;
+};
+/*
+ * Start gmfp-serve on @port ("0": any) serving the guest_memfd @gmem
+ * (--gmem-fd; -1: none) and whatever @extra names (NULL-terminated, may be
+ * NULL: more regions, options).  Returns once it listens; s->port is its port.
+ */
+void vt_serve_start(struct vt_serve *s, int gmem, const char *port, const char *const *extra);
+/* Read its stdout until @until shows up (NULL: EOF) or @ms pass. */
+bool vt_serve_read(struct vt_serve *s, const char *until, unsigned int ms);
+/* Wait for it to exit: exit status, 128 + signal, -1 after @ms (killed). */
+int vt_serve_wait(struct vt_serve *s, unsigned int ms);
+/* SIGTERM: it must exit 0 (an ASan build: 23 if anything leaked); its --json stats. */
+const char *vt_serve_stop(struct vt_serve *s);
+
+/* ---- a postcopy source and a counting TCP client ---- */
+/*
+ * A presence VM (@npages, shared, WAIT) whose guest_memfd holds the image
+ * @image_fd's pages for which @present is true (NULL: all of them).  A
+ * skipped test (no presence tracking) if it cannot be made.
+ */
+void vt_source_vm(struct vt_vm *v, uint64_t npages, int image_fd, bool (*present)(uint64_t pg));
+/* Counts what the engine got from the TCP source, and what it did not. */
+struct vt_counting {
+	struct gmfp_source *tcp;
+	uint64_t size;
+	_Atomic uint64_t ok_pages, failed_pages, failed;
+	_Atomic uint64_t even_single_ok, even_single_fail;
+	_Atomic int last_even_err;
+};
+/*
+ * A source for the engine: gmfp_source_tcp() to 127.0.0.1:@port (one
+ * region of @npages), wrapped to count into @c.  Destroy both c->tcp and it.
+ */
+struct gmfp_source *vt_counting_source(struct vt_counting *c, const char *port, uint64_t npages);
 
 #endif /* GMFP_VMTEST_H */

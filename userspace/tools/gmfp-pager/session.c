@@ -681,6 +681,7 @@ static ssize_t recv_packet(struct session *s, uint8_t *buf, size_t size, int *fd
 		struct iovec iov = { .iov_base = buf, .iov_len = size };
 		struct msghdr mh;
 		struct cmsghdr *c;
+		bool too_many = false;
 		int tmo = -1, r;
 		ssize_t n;
 
@@ -719,13 +720,20 @@ static ssize_t recv_packet(struct session *s, uint8_t *buf, size_t size, int *fd
 				int fd;
 
 				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-				if (*nfds < GMFP_PAGER_MAX_FDS)
+				/*
+				 * The control buffer's alignment slack takes an fd
+				 * or so more than GMFP_PAGER_MAX_FDS without
+				 * MSG_CTRUNC: too many all the same.
+				 */
+				if (*nfds < GMFP_PAGER_MAX_FDS) {
 					fds[(*nfds)++] = fd;
-				else
+				} else {
 					close(fd);
+					too_many = true;
+				}
 			}
 		}
-		if (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
+		if (too_many || (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
 			close_fds(fds, *nfds);
 			*nfds = 0;
 			return mh.msg_flags & MSG_TRUNC ? -EMSGSIZE : -ETOOMANYREFS;
