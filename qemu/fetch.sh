@@ -4,16 +4,18 @@
 # through a private sources list (here with deb-src lines) and a private state
 # directory: nothing on the system changes, nothing is installed from it.
 #
-# Debian repacks QEMU's upstream tarball as <ver>+ds (bundled ROM sources and
-# firmware binaries removed, which a KVM-only build with Debian's seabios does
-# not need); we use that orig tarball and none of debian/patches: our patches
-# (qemu/patches/) apply to upstream QEMU.
+# Debian repacks QEMU's upstream tarball as <ver>+ds (bundled firmware binaries
+# and python/wheels removed; a KVM-only build with Debian's seabios needs
+# neither).  The source is unpacked the way Debian builds it: dpkg-source
+# applies debian/patches (among them the ones that let the stripped tarball
+# configure: no edk2 blobs to unpack, no pycotap).  Our patches
+# (qemu/patches/) go on top of that.
 #
 #   QEMU_PIN   preferred source version (default below); the newest served
 #              version is used when the pin is gone from the archive.
 #   MESON_MIN  lowest meson accepted (QEMU 10.2 needs 1.5)
 #   CACHE      cache root (default ${XDG_CACHE_HOME:-~/.cache}/gmem-presence)
-# Prints "QEMU_SRC=<path>" and "QEMU_PYTHONPATH=<meson's and pycotap's path>" last.
+# Prints "QEMU_SRC=<path>" and "QEMU_PYTHONPATH=<meson's path>" last.
 set -euo pipefail
 QEMU_PIN=${QEMU_PIN-1:10.2.2+ds-1}
 MESON_MIN=${MESON_MIN:-1.5}
@@ -64,42 +66,36 @@ else
 fi
 src=$(src_dir_of "$ver")
 if [ ! -f "$src/.extracted" ]; then
-	upver=${ver#*:}; upver=${upver%-*}           # 1:10.2.2+ds-1 -> 10.2.2+ds
 	(cd "$DL" && apt-get "${APT_OPTS[@]}" source --download-only "qemu=$ver" >&2)
-	orig=$(ls "$DL"/qemu_"$upver".orig.tar.* | head -n1)
-	echo "fetch-qemu: extracting $orig" >&2
+	dsc=$DL/qemu_${ver#*:}.dsc
+	echo "fetch-qemu: unpacking $(basename "$dsc") (orig tarball + debian/patches)" >&2
 	rm -rf "$src" "$src.tmp"
-	mkdir -p "$src.tmp"
-	tar -xf "$orig" -C "$src.tmp" --strip-components=1
+	dpkg-source -q -x "$dsc" "$src.tmp" >&2
 	mv "$src.tmp" "$src"
 	touch "$src/.extracted"
 fi
 echo "fetch-qemu: using Debian qemu $ver (upstream $(cat "$src/VERSION"))" >&2
 
-# --- meson (and pycotap) -----------------------------------------------------------
+# --- meson -------------------------------------------------------------------------
 # QEMU's configure builds a Python venv (with the system's site packages) and
-# takes meson from it; it would install meson and pycotap from
-# python/wheels/, but Debian's +ds tarball drops that directory.  Both are
-# pure-Python .debs (Architecture: all) in sid: extracted here, not installed,
-# and put on PYTHONPATH by qemu/build.sh.
-PYROOT=$CACHE/qemu-pydeps
+# takes meson from it; it would install meson from python/wheels/, but
+# Debian's +ds tarball drops that directory.  sid's meson is a pure-Python
+# .deb (Architecture: all): extracted here, not installed, and put on
+# PYTHONPATH by qemu/build.sh.
+PYROOT=$CACHE/qemu-meson
 PYPATH=$PYROOT/usr/lib/python3/dist-packages
 meson_ok() {
 	local v
 	v=$(PYTHONPATH=$PYPATH /usr/bin/python3 -c 'import mesonbuild.coredata as c; print(c.version)' 2>/dev/null) &&
-		dpkg --compare-versions "$v" ge "$MESON_MIN" &&
-		PYTHONPATH=$PYPATH /usr/bin/python3 -c 'import pycotap' 2>/dev/null
+		dpkg --compare-versions "$v" ge "$MESON_MIN"
 }
 if ! meson_ok; then
 	refresh_lists
-	(cd "$DL" && rm -f meson_*.deb python3-pycotap_*.deb &&
-	 apt-get "${APT_OPTS[@]}" download meson python3-pycotap >&2)
+	(cd "$DL" && rm -f meson_*.deb && apt-get "${APT_OPTS[@]}" download meson >&2)
 	rm -rf "$PYROOT" && mkdir -p "$PYROOT"
-	for deb in "$DL"/meson_*_all.deb "$DL"/python3-pycotap_*_all.deb; do
-		dpkg-deb -x "$deb" "$PYROOT"
-	done
-	meson_ok || { echo "fetch-qemu: need meson >= $MESON_MIN and pycotap from sid" >&2; exit 1; }
+	dpkg-deb -x "$(ls "$DL"/meson_*_all.deb | sort -V | tail -n1)" "$PYROOT"
+	meson_ok || { echo "fetch-qemu: sid's meson is older than $MESON_MIN" >&2; exit 1; }
 fi
-echo "fetch-qemu: using meson $(PYTHONPATH=$PYPATH /usr/bin/python3 -c 'import mesonbuild.coredata as c; print(c.version)') ($(cd "$DL" && ls meson_*_all.deb python3-pycotap_*_all.deb | tr '\n' ' '))" >&2
+echo "fetch-qemu: using meson $(PYTHONPATH=$PYPATH /usr/bin/python3 -c 'import mesonbuild.coredata as c; print(c.version)') ($(cd "$DL" && ls meson_*_all.deb))" >&2
 echo "QEMU_SRC=$src"
 echo "QEMU_PYTHONPATH=$PYPATH"
