@@ -9,7 +9,7 @@
 #   QEMU_BUILD   build dir     default $CACHE/qemu-build-<ver>
 #   CCACHE_DIR   default $CACHE/ccache-qemu
 #   JOBS         default nproc
-# Prints "QEMU=<path of qemu-system-x86_64>" last.
+# Prints "QEMU_TREE=<patched tree>" and "QEMU=<path of qemu-system-x86_64>" last.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gmem-presence}
@@ -87,4 +87,5 @@ log "building (ninja -j$JOBS, ccache in $CCACHE_DIR)"
 nice ninja -C "$QEMU_BUILD" -j"$JOBS" qemu-system-x86_64 >&2 || die "build failed"
 log "built in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 "$QEMU_BUILD/qemu-system-x86_64" --version | head -n1 >&2
+echo "QEMU_TREE=$QEMU_TREE"
 echo "QEMU=$QEMU_BUILD/qemu-system-x86_64"
