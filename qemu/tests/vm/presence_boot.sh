@@ -18,10 +18,12 @@ fail() { echo "presence_boot: FAIL: $*"; [ -f $D/log ] && sed 's/^/  qemu: /' $D
 bs() { [ -f $D/serial ] && tr -cd B < $D/serial | wc -c || echo 0; }
 
 mkfifo $D/mon.in $D/mon.out || fail "mkfifo"
+# A writable copy: snapshot=on would want a temporary file in /var/tmp.
+cp $H/bootsect $D/disk || fail "cp"
 $Q -accel kvm -nodefaults -display none -L /usr/share/seabios -L /usr/share/qemu \
 	-machine q35,smm=off,memory-backend=mem \
 	-object memory-backend-guest-memfd,id=mem,size=128M,presence=${PRESENCE:-on} \
-	-drive if=none,id=d0,file=$H/bootsect,format=raw,snapshot=on \
+	-drive if=none,id=d0,file=$D/disk,format=raw \
 	-device ide-hd,drive=d0,secs=1,cyls=1,heads=1 \
 	-serial file:$D/serial -monitor pipe:$D/mon \
 	-trace kvm_set_user_memory > $D/log 2>&1 &
