@@ -21,6 +21,9 @@
 #                     fail (scripts/mutants.py, ~70 s a mutant)
 #   make stress       long runs of the stress and fuzz selftests and of the
 #                     userspace soak, debug kernel [DURATION=600 FUZZ_CALLS=150000 SEED=]
+#   make qemu         our QEMU (qemu/README.md): Debian's source + qemu/patches/,
+#                     KVM-only x86_64 build with ccache, in the cache
+#   make qemu-smoke   memory-backend-guest-memfd on this machine's /dev/kvm
 #   make clean        out/ and userspace build   make distclean   + cached trees/builds
 #
 # Variables (command line or environment): FLAVOR (debug), TESTS, APPEND,
@@ -37,7 +40,7 @@ FLAVOR ?= debug
 export FLAVOR
 S := scripts
 
-.PHONY: all userspace deps kernel selftests initramfs vm-test check check-upstream check-series cross-build mutants stress demo shell clean distclean bench bench-lib
+.PHONY: all userspace deps kernel selftests initramfs vm-test check check-upstream check-series cross-build mutants stress demo shell clean distclean bench bench-lib qemu qemu-smoke
 
 all: userspace
 
@@ -113,6 +116,14 @@ demo: deps
 	@MODE=demo TESTS=userspace/demo APPEND="tsc=reliable $(APPEND)" \
 		KST_TIMEOUT=$${KST_TIMEOUT:-900} $(S)/vm-test.sh
 
+# Our QEMU (qemu/): Debian's 10.2 source + qemu/patches/, KVM-only x86_64, ccache.
+qemu: deps
+	@qemu/build.sh
+
+# memory-backend-guest-memfd on this machine's /dev/kvm (qemu/tests/smoke.py).
+qemu-smoke: deps
+	@qemu/smoke.sh
+
 shell: deps
 	@MODE=shell $(S)/vm-test.sh
 
@@ -126,4 +137,4 @@ endif
 # (keeps the downloaded source package, the extracted pristine tree and ccache).
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/gmem-presence
 distclean: clean
-	rm -rf $(CACHE)/tree-* $(CACHE)/build $(CACHE)/kselftest-*
+	rm -rf $(CACHE)/tree-* $(CACHE)/build $(CACHE)/kselftest-* $(CACHE)/qemu-tree-* $(CACHE)/qemu-build-*

@@ -112,9 +112,11 @@ default_tests() {
 	echo $list $(userspace_vm_tests)
 }
 
-# Split a test list into KVM selftests and userspace/ programs.
-kselftests_of() { local t; for t in "$@"; do case $t in userspace/*) ;; *) echo "$t" ;; esac; done; }
+# Split a test list into KVM selftests, userspace/ programs and qemu/ tests
+# (qemu/tests/vm/<name>.sh with our QEMU, qemu/README.md).
+kselftests_of() { local t; for t in "$@"; do case $t in userspace/*|qemu/*) ;; *) echo "$t" ;; esac; done; }
 userspace_of() { local t; for t in "$@"; do case $t in userspace/*) echo "$t" ;; esac; done; }
+qemu_of() { local t; for t in "$@"; do case $t in qemu/*) echo "$t" ;; esac; done; }
 
 # TESTS may use "name:arg1:arg2" to pass arguments; strip them for building.
 test_names() {

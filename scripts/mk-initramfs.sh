@@ -4,6 +4,8 @@
 #   KST       selftest binaries                 default: common.sh
 #   UVM       userspace/ in-VM programs (with the shared libraries they need,
 #             copied from this machine at the paths ldd names)
+#             qemu/<name> tests: qemu/tests/vm/<name>.sh with our QEMU
+#             (qemu/build.sh), its libraries and firmware
 #   TESTS     tests to include and run by default ("name:args" accepted)
 #             default: the project's default set
 #   INITRD    output file                       default $OUT/initramfs.cpio
@@ -44,8 +46,31 @@ if [ -n "$(for t in $(test_names $run); do case $t in userspace/*) echo y ;; esa
 		[ -x "$b" ] && add_dynamic "$b" "kvm/userspace/bin/$(basename "$b")"
 	done
 fi
+# Tests named qemu/<name>: qemu/tests/vm/<name>.sh, run by busybox sh, with our
+# QEMU (qemu/build.sh, cached) at /usr/bin/qemu-system-x86_64 with its shared
+# libraries, Debian's firmware at the paths it is looked up at, and in
+# /kvm/qemu QEMU's migration-test boot sector and check_ram (static).
+if [ -n "$(qemu_of $(test_names $run))" ]; then
+	qout=$("$TOP/qemu/build.sh") || die "qemu/build.sh failed"
+	qemu_bin=$(echo "$qout" | sed -n 's/^QEMU=//p')
+	qemu_tree=$(echo "$qout" | sed -n 's/^QEMU_TREE=//p')
+	strip -o "$ROOT/.qemu-system-x86_64" "$qemu_bin"
+	add_dynamic "$ROOT/.qemu-system-x86_64" usr/bin/qemu-system-x86_64
+	rm -f "$ROOT/.qemu-system-x86_64"
+	for f in /usr/share/seabios/bios-256k.bin /usr/share/qemu/kvmvapic.bin; do
+		install -D -m644 "$(readlink -f "$f")" "$ROOT$f"
+	done
+	mkdir -p "$ROOT/kvm/qemu"
+	/usr/bin/python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import smoke; smoke.bootsect(sys.argv[2], sys.argv[3])' \
+		"$TOP/qemu/tests" "$qemu_tree" "$ROOT/kvm/qemu/bootsect"
+	gcc -static -O2 -Wall -Wextra -Werror -o "$ROOT/kvm/qemu/check_ram" "$TOP/qemu/tests/vm/check_ram.c"
+fi
 for t in $(test_names $run); do
 	case $t in
+	qemu/*)
+		[ -f "$TOP/qemu/tests/vm/${t#qemu/}.sh" ] || die "no qemu test qemu/tests/vm/${t#qemu/}.sh"
+		install -m755 "$TOP/qemu/tests/vm/${t#qemu/}.sh" "$ROOT/kvm/$t"
+		continue ;;
 	userspace/*)
 		[ -x "$UVM/${t#userspace/}" ] || die "missing userspace program $UVM/${t#userspace/} (make selftests TESTS=...)"
 		add_dynamic "$UVM/${t#userspace/}" "kvm/$t"
