@@ -77,7 +77,9 @@ if [ "${INTERACTIVE:-0}" = 1 ]; then
 		-serial chardev:con -mon chardev=con,mode=readline
 fi
 
-log "booting $(basename "$KERNEL") ($FLAVOR), tests: $(echo $expected), log: $LOG"
+qver=$("$QEMU" --version | head -n1)
+echo "$qver" > "$LOG.qemu"   # for bench/report.py
+log "booting $(basename "$KERNEL") ($FLAVOR) under $qver, tests: $(echo $expected), log: $LOG"
 t0=$(now)
 # Live view: our progress lines and anything that looks like a kernel report.
 follow=(python3 -u "$TOP/scripts/vm-verdict.py" --follow)
