@@ -4,13 +4,15 @@
 # scripts/cross-build.sh (KVM core for arm64, i386 and s390); clang and its
 # runtime libraries (libFuzzer, the sanitizers: libclang-rt-dev, only a
 # Recommends of clang) for the fuzz targets in userspace/tests/fuzz/;
-# gnuplot-nox draws the benchmark plots (bench/report.py).
+# gnuplot-nox draws the benchmark plots (bench/report.py); python3-sphinx
+# (with python3-yaml, which the kernel's Sphinx extensions import) builds the
+# KVM documentation (make htmldocs).
 set -euo pipefail
 PKGS="build-essential flex bison bc libelf-dev libssl-dev cpio ccache busybox-static
  qemu-system-x86 dwarves pkg-config xz-utils zstd file liburcu-dev libcmocka-dev
  kmod rsync perl python3 strace mandoc man-db groff-base gnuplot-nox
  gcc-aarch64-linux-gnu gcc-i686-linux-gnu gcc-s390x-linux-gnu
- clang libclang-rt-dev"
+ clang libclang-rt-dev python3-sphinx python3-yaml"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
