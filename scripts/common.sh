@@ -31,7 +31,7 @@ UPSTREAM_TESTS="guest_memfd_test demand_paging_test:-b:256M
 # (143 s and 39 s of the VM run), for paths the series leaves alone (adding
 # thousands of memslots, creating the most vCPUs): `make check-upstream`.
 SLOW_UPSTREAM_TESTS="set_memory_region_test kvm_create_max_vcpus"
-# demand_paging_test -p: its presence modes (patch 0007), a short run of each.
+# demand_paging_test -p: its presence modes (patch 0016), a short run of each.
 OUR_TESTS="guest_memfd_presence_test guest_memfd_presence_ops_test x86/guest_memfd_presence_apf_test
  guest_memfd_presence_stress_test guest_memfd_presence_fuzz_test
  demand_paging_test:-p:exit:-b:32M demand_paging_test:-p:wait:-b:32M"
