@@ -113,14 +113,14 @@ def bench_block():
         out += ['', 'demand_paging_test, vCPUs faulting, one reader thread per vCPU',
                 '(pages/s, and the ratio to userfaultfd MISSING at the same vCPU count):', '']
         for mode, n, pps, xu, xn in dpt:
-            out.append('  %-14s %d vCPU%s %7.0f pages/s  %6s uffd-missing  %6s no-fault' %
+            out.append('  %-14s %d vCPU%s %6.0f pages/s  %5s uffd-missing  %5s no-fault' %
                        (mode, n, ' ' if n == 1 else 's', pps or 0, ratio(xu), ratio(xn)))
     if helper:
         out += ['', 'A helper process faulting through its own mapping, one handler thread:', '']
         for mode, n, pps, xu in helper:
             if mode == 'presence-engine':
                 continue        # the userspace library, not this series
-            out.append('  %-16s %d thread%s %7.0f pages/s  %6s uffd-missing' %
+            out.append('  %-14s %d thread%s %6.0f pages/s  %5s uffd-missing' %
                        (mode, n, ' ' if n == 1 else 's', pps or 0, ratio(xu)))
     if apf:
         out += ['', 'Async #PF: progress of a second guest task while the first waits',
