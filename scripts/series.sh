@@ -62,8 +62,8 @@ am_onto_pristine() {
 	shift
 	pristine_repo
 	git checkout -q -B "$branch"
-	git am -q --whitespace=nowarn "$@" ||
-		die "git am failed on $(git am --show-current-patch=diff 2>/dev/null | head -1 || true)"
+	git am -q --whitespace=nowarn "$@" > "$REPO/am.log" 2>&1 ||
+		die "git am failed at patch $(cat "$GIT_DIR/rebase-apply/next" 2>/dev/null || echo '?') of $#: $(head -n 3 "$REPO/am.log")"
 }
 
 case "${1:-}" in
