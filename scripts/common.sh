@@ -112,6 +112,16 @@ default_tests() {
 	echo $list $(userspace_vm_tests)
 }
 
+# The patches of a series exported by git format-patch into directory $1, in
+# order, without the cover letter.
+series_mails() {
+	local p
+	for p in "$1"/[0-9]*.patch; do
+		[ -f "$p" ] && [ "${p##*/}" != 0000-cover-letter.patch ] && echo "$p"
+	done
+	return 0
+}
+
 # Split a test list into KVM selftests and userspace/ programs.
 kselftests_of() { local t; for t in "$@"; do case $t in userspace/*) ;; *) echo "$t" ;; esac; done; }
 userspace_of() { local t; for t in "$@"; do case $t in userspace/*) echo "$t" ;; esac; done; }

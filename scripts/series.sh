@@ -110,7 +110,7 @@ mail)
 verify)
 	t0=$(now)
 	resolve_paths
-	mapfile -t mails < <(ls "$MAIL"/[0-9]*.patch 2>/dev/null | grep -v '/0000-cover-letter\.patch$')
+	mapfile -t mails < <(series_mails "$MAIL")
 	[ ${#mails[@]} -gt 0 ] || die "no series in $MAIL (make series)"
 	mkdir -p "$CACHE"
 	exec {lock}>>"$CACHE/series-git.lock"
