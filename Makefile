@@ -8,8 +8,14 @@
 #   make vm-test      kernel + selftests + initramfs + boot + run   [TESTS="a b"]
 #   make shell        boot the VM to a shell (tests in /kvm; Ctrl-A X quits)
 #   make kernel       [FLAVOR=debug|release]    make selftests    make deps
-#   make check-series every prefix of patches/ builds (own tree, ~3 min a patch),
-#                     x86_64 bzImage and the KVM core for arm64, i386, s390
+#   make series       the series as mails: git history on the pristine tree,
+#                     git format-patch --cover-letter into out/series/, then
+#                     git am of them checked against the assembled tree
+#   make check-series make series, then every prefix of it builds (own tree),
+#                     x86_64 bzImage and the KVM core for arm64, i386, s390,
+#                     and every patch passes checkpatch --strict
+#   make htmldocs     Sphinx of Documentation/virt/kvm/ (the series applied);
+#                     fails on a warning from a file the series touches
 #   make cross-build  the KVM core (arch/<arch>/kvm/ + virt/kvm/) with W=1 for
 #                     arm64, i386, s390 [CROSS_ARCHES="arm64"]
 #   make bench        the benchmark matrix (bench/matrix) in one boot of the
@@ -40,7 +46,7 @@ FLAVOR ?= debug
 export FLAVOR
 S := scripts
 
-.PHONY: all userspace deps kernel selftests initramfs vm-test check check-upstream check-series cross-build mutants stress demo shell clean distclean bench bench-lib qemu qemu-smoke
+.PHONY: all userspace deps kernel selftests initramfs vm-test check check-upstream series check-series htmldocs cross-build mutants stress demo shell clean distclean bench bench-lib qemu qemu-smoke
 
 all: userspace
 
@@ -78,9 +84,20 @@ check:
 check-upstream: deps
 	@bash -c '. $(S)/common.sh && TESTS="$$SLOW_UPSTREAM_TESTS" exec $(S)/vm-test.sh'
 
-# Every prefix of the patch series builds, without compiler warnings.
-check-series: deps
+# The series as a reviewer gets it (out/series/), and proof that it is the
+# tree we build: git am of the mails onto the pristine tree == assemble.sh's.
+series:
+	@$(S)/series.sh mail
+	@$(S)/series.sh verify
+
+# Every prefix of the exported series builds, without compiler warnings, and
+# every patch passes checkpatch --strict (scripts/check-series.sh).
+check-series: deps series
 	@$(S)/check-series.sh
+
+# The KVM documentation of the assembled tree through Sphinx.
+htmldocs: deps
+	@$(S)/htmldocs.sh
 
 # The KVM core of the assembled tree builds for arm64 (no async #PF), i386 and
 # s390 (no guest_memfd) with the cross compilers, W=1, without KVM warnings.

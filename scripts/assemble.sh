@@ -1,7 +1,7 @@
 #!/bin/bash
-# Assemble the kernel tree we build: pristine Debian source + our patches (in
-# order) + our new files at their kernel paths.  Only files whose contents
-# changed are rewritten, so kbuild stays incremental.
+# Assemble the kernel tree we build: pristine Debian source + our patch series
+# (patches/*.patch, in order; the new files are in the patches that add them).
+# Only files whose contents changed are rewritten, so kbuild stays incremental.
 #
 #   SRC   pristine tree (from fetch-kernel.sh)      required
 #   TREE  assembled tree                            required
@@ -11,9 +11,6 @@ SRC=${SRC:?}
 TREE=${TREE:?}
 # PATCHES (a list of files) overrides the series, e.g. to build a prefix of it.
 PATCHES=${PATCHES:-$(ls "$TOP"/patches/*.patch 2>/dev/null | sort || true)}
-# Our new files, by kernel path.
-OVERLAY=$(cd "$TOP" && for d in virt include arch tools Documentation; do
-	if [ -d "$d" ]; then find "$d" -type f; fi; done | sort)
 
 if [ ! -f "$TREE/.assembled" ]; then
 	echo "assemble: new tree $TREE (hard links to the pristine source)"
@@ -25,20 +22,19 @@ fi
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-touched=$( { for p in $PATCHES; do sed -n 's|^+++ b/||p' "$p" | cut -f1; done; echo "$OVERLAY"; } | sed '/^$/d' | sort -u)
+touched=$(for p in $PATCHES; do sed -n 's|^+++ b/||p' "$p" | cut -f1; done | sed '/^$/d' | sort -u)
+new=0
 for f in $touched; do
 	if [ -f "$SRC/$f" ]; then
 		mkdir -p "$stage/$(dirname "$f")"
 		cp "$SRC/$f" "$stage/$f"
+	else
+		new=$((new + 1))
 	fi
 done
 for p in $PATCHES; do
 	patch -s -p1 -d "$stage" --no-backup-if-mismatch -r - < "$p" ||
 		{ echo "assemble: $(basename "$p") does not apply"; exit 1; }
-done
-for f in $OVERLAY; do
-	mkdir -p "$stage/$(dirname "$f")"
-	cp "$TOP/$f" "$stage/$f"
 done
 
 # Files we touched last time but no longer do go back to pristine.
@@ -52,4 +48,4 @@ done
 # pristine tree are broken rather than written through; -c skips unchanged ones.
 rsync -rc "$stage/" "$TREE/"
 echo "$touched" > "$TREE/.manifest"
-echo "assemble: $(echo "$PATCHES" | grep -c . || true) patches, $(echo "$OVERLAY" | grep -c . || true) new files"
+echo "assemble: $(echo "$PATCHES" | grep -c . || true) patches, $new new files"

@@ -31,7 +31,7 @@ UPSTREAM_TESTS="guest_memfd_test demand_paging_test:-b:256M
 # (143 s and 39 s of the VM run), for paths the series leaves alone (adding
 # thousands of memslots, creating the most vCPUs): `make check-upstream`.
 SLOW_UPSTREAM_TESTS="set_memory_region_test kvm_create_max_vcpus"
-# demand_paging_test -p: its presence modes (patch 0007), a short run of each.
+# demand_paging_test -p: its presence modes (patch 0016), a short run of each.
 OUR_TESTS="guest_memfd_presence_test guest_memfd_presence_ops_test x86/guest_memfd_presence_apf_test
  guest_memfd_presence_stress_test guest_memfd_presence_fuzz_test
  demand_paging_test:-p:exit:-b:32M demand_paging_test:-p:wait:-b:32M"
@@ -110,6 +110,16 @@ default_tests() {
 		[ -f "$TREE/tools/testing/selftests/kvm/${t%%:*}.c" ] && list="$list $t"
 	done
 	echo $list $(userspace_vm_tests)
+}
+
+# The patches of a series exported by git format-patch into directory $1, in
+# order, without the cover letter.
+series_mails() {
+	local p
+	for p in "$1"/[0-9]*.patch; do
+		[ -f "$p" ] && [ "${p##*/}" != 0000-cover-letter.patch ] && echo "$p"
+	done
+	return 0
 }
 
 # Split a test list into KVM selftests, userspace/ programs and qemu/ tests

@@ -4,15 +4,17 @@
 # scripts/cross-build.sh (KVM core for arm64, i386 and s390); clang and its
 # runtime libraries (libFuzzer, the sanitizers: libclang-rt-dev, only a
 # Recommends of clang) for the fuzz targets in userspace/tests/fuzz/;
-# gnuplot-nox draws the benchmark plots (bench/report.py); libglib2.0-dev,
-# python3-venv, ninja-build and seabios are for our QEMU (qemu/build.sh; meson
-# and pycotap come from sid through qemu/fetch.sh).
+# gnuplot-nox draws the benchmark plots (bench/report.py); python3-sphinx
+# (with python3-yaml, which the kernel's Sphinx extensions import) builds the
+# KVM documentation (make htmldocs); libglib2.0-dev, python3-venv, ninja-build
+# and seabios are for our QEMU (qemu/build.sh; meson and pycotap come from sid
+# through qemu/fetch.sh).
 set -euo pipefail
 PKGS="build-essential flex bison bc libelf-dev libssl-dev cpio ccache busybox-static
  qemu-system-x86 dwarves pkg-config xz-utils zstd file liburcu-dev libcmocka-dev
  kmod rsync perl python3 strace mandoc man-db groff-base gnuplot-nox
  gcc-aarch64-linux-gnu gcc-i686-linux-gnu gcc-s390x-linux-gnu
- clang libclang-rt-dev
+ clang libclang-rt-dev python3-sphinx python3-yaml
  libglib2.0-dev python3-venv ninja-build seabios"
 missing=""
 for p in $PKGS; do

@@ -1,21 +1,49 @@
 #!/usr/bin/env python3
 """Mutants: each re-introduces one defect fixed in the kernel review round
 (issue 8) and names the selftest that must catch it.  For each, the mutant is
-applied to the working tree, guest_memfd_presence_ops_test runs in the VM
-(make vm-test), and the file is restored.  A mutant is KILLED when its
-subtest fails; one that SURVIVES means a test that cannot fail.
+written as one more patch (out/mutant-M*.patch) on top of the series in
+patches/, against the file as the whole series leaves it, and
+guest_memfd_presence_ops_test runs in the VM (make vm-test with PATCHES set
+to the series plus the mutant; the next build without it reassembles the
+tree).  A mutant is KILLED when its subtest fails; one that SURVIVES means a
+test that cannot fail.
 
   scripts/mutants.py [M1 M2 ...]      (~70 s a mutant with a warm build)
 """
+import difflib
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-C = os.path.join(TOP, 'virt/kvm/guest_memfd_presence.c')
-P2 = glob.glob(os.path.join(TOP, 'patches/0002-*.patch'))[0]
+SERIES = sorted(glob.glob(os.path.join(TOP, 'patches/*.patch')))
+# Kernel paths of the files the mutants change.
+C = 'virt/kvm/guest_memfd_presence.c'
+MAIN = 'virt/kvm/kvm_main.c'
+
+
+def pristine_tree():
+    """The pristine source (scripts/fetch-kernel.sh, cached)."""
+    out = subprocess.run(['bash', '-c', '. scripts/common.sh && resolve_paths'
+                          ' >/dev/null && echo "$SRC"'], cwd=TOP, check=True,
+                         capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+def series_file(src, path):
+    """The text of a kernel file as the whole series leaves it."""
+    with tempfile.TemporaryDirectory() as d:
+        if os.path.exists(os.path.join(src, path)):
+            os.makedirs(os.path.join(d, os.path.dirname(path)))
+            shutil.copy(os.path.join(src, path), os.path.join(d, path))
+        for p in SERIES:
+            subprocess.run(['git', 'apply', '--include=' + path, p], cwd=d,
+                           check=True, capture_output=True)
+        return open(os.path.join(d, path)).read()
 muts=[
  ('M1 interruptible kernel waits', C, '''	if ((flags & FAULT_FLAG_INTERRUPTIBLE) &&
 	    ((flags & FAULT_FLAG_USER) || !(flags & FAULT_FLAG_TRIED) ||
@@ -44,7 +72,7 @@ muts=[
  ('M5 masked hash', C, '''	return &p->page_wq[hash_long(index, KVM_GMEM_PRESENCE_WAITQ_BITS)];''', '''	return &p->page_wq[index & (KVM_GMEM_PRESENCE_NR_WAITQ - 1)];''', 'wait_queues_hashed'),
  ('M6 policy change wakes nobody', C, '''	kvm_gmem_presence_wake_gfns(kvm, 0, -1ULL);
 	return 0;''', '''	return 0;''', 'policy_change_wakes_waiter'),
- ('M7 conversion wakes nobody', P2, '''+	kvm_gmem_presence_wake_gfns(kvm, start, end);''', '''+	(void)start;''', 'conversion_wakes_waiter'),
+ ('M7 conversion wakes nobody', MAIN, '''	kvm_gmem_presence_wake_gfns(kvm, start, end);''', '''	(void)start;''', 'conversion_wakes_waiter'),
  ('M8 private REARM allowed', C, '''	if (!kvm_gmem_range_is_shared(inode, start, end))
 		return -EPERM;''', '''	if (0)
 		return -EPERM;''', 'private_rearm_destroys'),
@@ -55,20 +83,25 @@ muts=[
 sel = sys.argv[1:]
 survivors = 0
 os.makedirs(os.path.join(TOP, 'out'), exist_ok=True)
+src = pristine_tree()
+texts = {}
 for name, f, old, new, test in muts:
     tag = name.split()[0]
     if sel and tag not in sel:
         continue
-    orig = open(f).read()
+    if f not in texts:
+        texts[f] = series_file(src, f)
+    orig = texts[f]
     if orig.count(old) != 1:
         sys.exit(f'{tag}: the code it mutates has changed; update {__file__}')
-    try:
-        open(f, 'w').write(orig.replace(old, new))
-        r = subprocess.run(['make', '-C', TOP, 'vm-test',
-                            'TESTS=guest_memfd_presence_ops_test'],
-                           capture_output=True, text=True)
-    finally:
-        open(f, 'w').write(orig)
+    mutant = os.path.join(TOP, 'out', f'mutant-{tag}.patch')
+    open(mutant, 'w').writelines(difflib.unified_diff(
+        orig.splitlines(True), orig.replace(old, new).splitlines(True),
+        'a/' + f, 'b/' + f))
+    r = subprocess.run(['make', '-C', TOP, 'vm-test',
+                        'TESTS=guest_memfd_presence_ops_test'],
+                       env=dict(os.environ, PATCHES=' '.join(SERIES + [mutant])),
+                       capture_output=True, text=True)
     out = r.stdout + r.stderr
     log = os.path.join(TOP, 'out', f'mutant-{tag}.log')
     open(log, 'w').write(out)
