@@ -12,6 +12,9 @@
 #   kst.timeout=SECS       per-test timeout (default 300); SIGTERM, then SIGKILL
 #   kst.shell=1            interactive shell after the tests (exit it to power off)
 #   kst.kmemleak=0         skip the final kmemleak scans (~15 s with the debug kernel)
+#   kst.sched=F1,F2        write these to /sys/kernel/debug/sched/features first
+#                          (e.g. NO_HRTICK: to tell the scheduler's new hrtick
+#                          from the nested-vCPU fault, docs/benchmarks.md)
 #   kst.crash=panic|hang|warn|fail   self-test of the failure detection:
 #                          panic: /init exits -> "Kernel panic - not syncing: Attempted to kill init"
 #                          hang:  never finishes (the host's hard timeout must catch it)
@@ -41,6 +44,7 @@ TIMEOUT=300
 SHELL_AT_END=0
 CRASH=""
 LEAKCHECK=1
+SCHED=""
 for a in $(cat /proc/cmdline); do
 	case "$a" in
 	kst.tests=*) TESTS=$(echo "${a#kst.tests=}" | tr ',' ' ') ;;
@@ -48,8 +52,13 @@ for a in $(cat /proc/cmdline); do
 	kst.shell=1) SHELL_AT_END=1 ;;
 	kst.crash=*) CRASH=${a#kst.crash=} ;;
 	kst.kmemleak=0) LEAKCHECK=0 ;;
+	kst.sched=*) SCHED=$(echo "${a#kst.sched=}" | tr ',' ' ') ;;
 	esac
 done
+for f in $SCHED; do
+	echo "$f" > /sys/kernel/debug/sched/features || say "kst.sched: cannot set $f"
+done
+[ -n "$SCHED" ] && say "sched features: $(cat /sys/kernel/debug/sched/features)"
 [ -z "$TESTS" ] && TESTS=$(cat /kvm/TESTS)
 
 say "userspace up at $(up) s, kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTotal /proc/meminfo | tr -s ' ')"
