@@ -220,6 +220,19 @@ static void fds_back(pid_t pid, int base, const char *what)
 	CHECK(n == base, "%s has %d fds, %d before", what, n, base);
 }
 
+/* The counters every round updates once its pages are all checked. */
+static void round_done(struct soak *k, int kind, uint64_t transfer_ms, uint64_t wait_ms,
+		       int kills)
+{
+	k->pages_final += NPAGES;
+	k->window_ms[kind] = transfer_ms;
+	if (wait_ms > k->max_wait_ms)
+		k->max_wait_ms = wait_ms;
+	if (transfer_ms > k->max_transfer_ms)
+		k->max_transfer_ms = transfer_ms;
+	k->rounds_no_kill += !kills;
+}
+
 /* The kill moment: spread the kills over a transfer as long as the last one. */
 static uint64_t kill_delay(struct soak *k, int kind, int kills)
 {
@@ -357,11 +370,7 @@ static void round_restore(struct soak *k, char *log, size_t loglen)
 	vt_serve_stop(&srv);
 	vt_vm_destroy(&v);
 	CHECK_EQ(vt_fd_count(0), fd0);
-	k->pages_final += NPAGES;
-	k->window_ms[K_RESTORE] = t_all - t0;
-	k->max_wait_ms = wait > k->max_wait_ms ? wait : k->max_wait_ms;
-	k->max_transfer_ms = t_all - t0 > k->max_transfer_ms ? t_all - t0 : k->max_transfer_ms;
-	k->rounds_no_kill += !i;
+	round_done(k, K_RESTORE, t_all - t0, wait, i);
 	snprintf(log + off, loglen - off, "%s; all present after %llu ms, last accessor %llu ms"
 		 " later; setup %llu ms, checks and teardown %llu ms", i ? "" : " none",
 		 (unsigned long long)(t_all - t0), (unsigned long long)wait,
@@ -441,11 +450,7 @@ static void round_postcopy(struct soak *k, char *log, size_t loglen)
 	vt_vm_destroy(&dst);
 	vt_vm_destroy(&src);
 	CHECK_EQ(vt_fd_count(0), fd0);
-	k->pages_final += NPAGES;
-	k->window_ms[K_POSTCOPY] = t_all - t0;
-	k->max_wait_ms = wait > k->max_wait_ms ? wait : k->max_wait_ms;
-	k->max_transfer_ms = t_all - t0 > k->max_transfer_ms ? t_all - t0 : k->max_transfer_ms;
-	k->rounds_no_kill += !i;
+	round_done(k, K_POSTCOPY, t_all - t0, wait, i);
 	snprintf(log + off, loglen - off, "%s; all present after %llu ms, last accessor %llu ms"
 		 " later; %llu pages in %llu failed fetches; setup %llu ms, checks and teardown"
 		 " %llu ms", i ? "" : " none", (unsigned long long)(t_all - t0),
