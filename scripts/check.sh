@@ -32,6 +32,8 @@ fi
 
 # The loop's own verdict script, on made-up logs (repeated runs, reports).
 if python3 "$TOP/scripts/vm-verdict-test.py"; then hpass=$((hpass + 1)); else hfail=$((hfail + 1)); fi
+# make bench's report on made-up boot logs (lost boots, reports in our code).
+if python3 "$TOP/bench/report-test.py"; then hpass=$((hpass + 1)); else hfail=$((hfail + 1)); fi
 
 res=$(mktemp)
 trap 'rm -f "$res"' EXIT

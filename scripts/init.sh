@@ -12,6 +12,10 @@
 #   kst.timeout=SECS       per-test timeout (default 300); SIGTERM, then SIGKILL
 #   kst.shell=1            interactive shell after the tests (exit it to power off)
 #   kst.kmemleak=0         skip the final kmemleak scans (~15 s with the debug kernel)
+#   kst.heartbeat=SECS     while a test runs, print "=== KST: alive <test> <secs>s"
+#                          every SECS seconds (default 0: off), so that the host's
+#                          stall watchdog (run-vm.sh STALL=) can tell a quiet test
+#                          from a guest that stopped
 #   kst.sched=F1,F2        write these to /sys/kernel/debug/sched/features first
 #                          (e.g. NO_HRTICK: to tell the scheduler's new hrtick
 #                          from the nested-vCPU fault, docs/benchmarks.md)
@@ -45,6 +49,7 @@ SHELL_AT_END=0
 CRASH=""
 LEAKCHECK=1
 SCHED=""
+HEARTBEAT=0
 for a in $(cat /proc/cmdline); do
 	case "$a" in
 	kst.tests=*) TESTS=$(echo "${a#kst.tests=}" | tr ',' ' ') ;;
@@ -53,6 +58,7 @@ for a in $(cat /proc/cmdline); do
 	kst.crash=*) CRASH=${a#kst.crash=} ;;
 	kst.kmemleak=0) LEAKCHECK=0 ;;
 	kst.sched=*) SCHED=$(echo "${a#kst.sched=}" | tr ',' ' ') ;;
+	kst.heartbeat=*) HEARTBEAT=${a#kst.heartbeat=} ;;
 	esac
 done
 for f in $SCHED; do
@@ -91,7 +97,9 @@ esac
 run_with_timeout() {
 	"$@" < /dev/null &
 	pid=$!
-	dl=$(( $(cut -d. -f1 /proc/uptime) + TIMEOUT ))
+	t_start=$(cut -d. -f1 /proc/uptime)
+	dl=$((t_start + TIMEOUT))
+	hb=$((t_start + HEARTBEAT))
 	phase=run
 	rc=""
 	while :; do
@@ -99,6 +107,10 @@ run_with_timeout() {
 		read -r _ _ st _ 2>/dev/null < /proc/$pid/stat
 		[ -z "$st" ] || [ "$st" = Z ] && break
 		n=$(cut -d. -f1 /proc/uptime)
+		if [ "$HEARTBEAT" -gt 0 ] && [ "$n" -ge "$hb" ]; then
+			say "alive $t $((n - t_start))s"
+			hb=$((n + HEARTBEAT))
+		fi
 		if [ "$n" -ge "$dl" ]; then
 			case $phase in
 			run) say "$t: timeout after ${TIMEOUT}s, sending SIGTERM"

@@ -8,6 +8,9 @@
 #   TESTS="a b"       run only these (must be in the initramfs); "name:arg1:arg2" passes args
 #   KST_TIMEOUT=secs  per-test timeout in the guest    default 300
 #   TIMEOUT=secs      hard wall-clock limit for the VM default 1800
+#   STALL=secs        kill QEMU once the serial console has been silent this
+#                     long (default 0: off); with kst.heartbeat= in APPEND a
+#                     running test prints, so silence means the guest stopped
 #   APPEND="..."      extra kernel command line (e.g. kst.crash=panic, kvm_amd.npt=0)
 #   INTERACTIVE=1     boot to a shell after the tests (kst.shell=1), console on this
 #                     terminal; quit QEMU with Ctrl-A X.  No verdict.
@@ -30,6 +33,7 @@ MEM=${MEM:-2G}
 SMP=${SMP:-2,sockets=2,cores=1,threads=1}
 KST_TIMEOUT=${KST_TIMEOUT:-300}
 TIMEOUT=${TIMEOUT:-1800}
+STALL=${STALL:-0}
 [ -f "$KERNEL" ] || die "no kernel $KERNEL (make kernel)"
 [ -f "$INITRD" ] || die "no initramfs $INITRD (scripts/mk-initramfs.sh)"
 mkdir -p "$OUT/logs"
@@ -84,12 +88,37 @@ t0=$(now)
 # Live view: our progress lines and anything that looks like a kernel report.
 follow=(python3 -u "$TOP/scripts/vm-verdict.py" --follow)
 follow+=(--verbose "${VERBOSE:-0}")
-timeout "$TIMEOUT" "$QEMU" "${QARGS[@]}" -serial stdio -monitor none < /dev/null 2>&1 \
+rm -f "$LOG.pid" "$LOG.stall"
+wd=""
+if [ "$STALL" -gt 0 ]; then
+	# A guest that stops altogether (seen with nested vCPUs under TCG,
+	# docs/benchmarks.md) never reaches its per-test timeout: only the hard
+	# TIMEOUT would end it.  Watch the serial log instead.
+	(
+		while sleep 5; do
+			[ -s "$LOG.pid" ] || continue
+			pid=$(cat "$LOG.pid")
+			kill -0 "$pid" 2>/dev/null || break
+			age=$(( $(date +%s) - $(stat -c %Y "$LOG") ))
+			if [ "$age" -ge "$STALL" ]; then
+				echo "no serial output for ${age}s" > "$LOG.stall"
+				log "the guest printed nothing for ${age}s (STALL=$STALL): killing QEMU" >&2
+				kill "$pid"
+				break
+			fi
+		done
+	) &
+	wd=$!
+fi
+timeout "$TIMEOUT" "$QEMU" "${QARGS[@]}" -pidfile "$LOG.pid" -serial stdio -monitor none < /dev/null 2>&1 \
 	| tee "$LOG" | "${follow[@]}"
 qrc=${PIPESTATUS[0]}
+[ -n "$wd" ] && { kill "$wd" 2>/dev/null; wait "$wd" 2>/dev/null; }
+rm -f "$LOG.pid"
 secs=$(since "$t0")
 timing "vm run ($FLAVOR, $(echo $expected | wc -w) tests)" "$secs"
 hard=""
 [ "$qrc" = 124 ] && hard=$TIMEOUT
 python3 "$TOP/scripts/vm-verdict.py" --log "$LOG" --tests "$expected" \
-	--known "$TOP/configs/tcg-known-failures.txt" --qemu-rc "$qrc" --hard-timeout "$hard"
+	--known "$TOP/configs/tcg-known-failures.txt" --qemu-rc "$qrc" --hard-timeout "$hard" \
+	--stall "$(cat "$LOG.stall" 2>/dev/null)"

@@ -140,6 +140,7 @@ def main():
     ap.add_argument("--known", default="", help="configs/tcg-known-failures.txt")
     ap.add_argument("--qemu-rc", type=int, default=0)
     ap.add_argument("--hard-timeout", default="", help="seconds; set when the VM was killed by it")
+    ap.add_argument("--stall", default="", help="why the stall watchdog killed the VM (run-vm.sh STALL=)")
     ap.add_argument("--follow", action="store_true",
                     help="live view: copy the serial console from stdin, keeping progress lines and kernel reports")
     ap.add_argument("--verbose", type=int, default=0, help="with --follow: 1 = test output too, 2 = everything")
@@ -272,6 +273,8 @@ def main():
     if ended is None:
         if a.hard_timeout:
             why = "the VM hit the hard timeout of %ss (guest hung?)" % a.hard_timeout
+        elif a.stall:
+            why = "the stall watchdog killed the VM: %s (guest hung?)" % a.stall
         elif any(re.search(r"Kernel panic", l) for l in lines):
             why = "the guest kernel panicked"
         else:
