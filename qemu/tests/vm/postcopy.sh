@@ -153,8 +153,9 @@ run_mode() {
 	err=$(wait_mon src 'Status:[[:space:]]*completed' "$TMO" "info migrate") || { fail "$err"; return 1; }
 	err=$(wait_mon dst 'Status:[[:space:]]*completed' "$TMO" "info migrate") || { fail "$err"; return 1; }
 	dt=$(elapsed $tm)
-	src_time=$(tr -d '\r' < $D/src.mon.txt | grep -a -o 'total=[0-9]*' | tail -n 1)
-	src_down=$(tr -d '\r' < $D/src.mon.txt | grep -a -o 'down=[0-9]*' | tail -n 1)
+	src_times=$(tr -d '\r' < $D/src.mon.txt | grep -a 'Time (ms):' | tail -n 1)
+	src_time=$(echo "$src_times" | grep -o 'total=[0-9]*')
+	src_down=$(echo "$src_times" | grep -o 'down=[0-9]*')
 
 	# The guest goes on running on the destination.
 	n0=$(bs $D/dst.serial)
