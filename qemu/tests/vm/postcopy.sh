@@ -198,6 +198,11 @@ run_mode() {
 	[ -n "$bt" ] || { fail "no postcopy blocktime from the destination"; return 1; }
 	mon dst "quit"
 	mon src "quit"
+	t0=$(date +%s)
+	while kill -0 $DPID 2>/dev/null || kill -0 $SPID 2>/dev/null; do
+		[ $(( $(date +%s) - t0 )) -ge 60 ] && { fail "QEMU did not quit"; return 1; }
+		sleep 1
+	done
 	wait $DPID $SPID 2>/dev/null
 	SPID= DPID=
 	exec 3>&- 4>&-
