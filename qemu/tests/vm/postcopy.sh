@@ -15,6 +15,8 @@
 #   gmem-async    gmem with presence-async=on (asynchronous page faults
 #                 where the guest could take them; the boot sector cannot,
 #                 so this is the WAIT fallback)
+#   uffd-preempt, uffd-recover  the same over userfaultfd (the script's
+#                 checks outside the VM, on a KVM without presence)
 # The guest increments the first byte of every page of [1 MiB, 100 MiB) over
 # and over, so precopy never converges; post-copy is started after PRECOPY
 # seconds.  Each mode checks: the migration completes on both sides, the
@@ -41,11 +43,19 @@ say() { echo "postcopy: $*"; }
 now() { cut -d' ' -f1 /proc/uptime; }
 elapsed() { awk "BEGIN{printf \"%.1f\", $(now) - $1}"; }
 bs() { [ -f "$1" ] && tr -cd B < "$1" | wc -c || echo 0; }
+# SIGTERM, and SIGKILL for a QEMU that does not go within 10 s (a source in
+# postcopy-paused may not)
 stop_qemus() {
-	[ -n "$SPID" ] && kill $SPID 2>/dev/null
-	[ -n "$DPID" ] && kill $DPID 2>/dev/null
-	[ -n "$SPID" ] && wait $SPID 2>/dev/null
-	[ -n "$DPID" ] && wait $DPID 2>/dev/null
+	for _p in $SPID $DPID; do kill $_p 2>/dev/null; done
+	_t=0
+	while [ $_t -lt 10 ]; do
+		_alive=
+		for _p in $SPID $DPID; do kill -0 $_p 2>/dev/null && _alive=1; done
+		[ -z "$_alive" ] && break
+		sleep 1
+		_t=$((_t + 1))
+	done
+	for _p in $SPID $DPID; do kill -9 $_p 2>/dev/null; wait $_p 2>/dev/null; done
 	SPID= DPID=
 	exec 3>&- 4>&-
 }
@@ -101,11 +111,13 @@ run_mode() {
 	src_mem=memory-backend-memfd,id=mem,size=$SIZE,share=on
 	caps="postcopy-ram"
 	case $MODE in
-	gmem|gmem-recover) dst_mem=memory-backend-guest-memfd,id=mem,size=$SIZE,presence=on ;;
-	gmem-async) dst_mem=memory-backend-guest-memfd,id=mem,size=$SIZE,presence=on,presence-async=on ;;
-	gmem-preempt) dst_mem=memory-backend-guest-memfd,id=mem,size=$SIZE,presence=on
-		caps="$caps postcopy-preempt" ;;
-	uffd) dst_mem=$src_mem ;;
+	gmem*) dst_mem=memory-backend-guest-memfd,id=mem,size=$SIZE,presence=on ;;
+	uffd*) dst_mem=$src_mem ;;
+	esac
+	case $MODE in
+	gmem|uffd|*-recover) ;;
+	gmem-async) dst_mem=$dst_mem,presence-async=on ;;
+	*-preempt) caps="$caps postcopy-preempt" ;;
 	*) say "unknown mode $MODE"; return 1 ;;
 	esac
 
@@ -126,6 +138,8 @@ run_mode() {
 	for c in $caps; do
 		mon src "migrate_set_capability $c on"
 	done
+	# Slow post-copy down (bytes/s) so that it can be paused in the middle.
+	case $MODE in *-recover) mon src "migrate_set_parameter max-postcopy-bandwidth 8388608" ;; esac
 	mon dst "migrate_incoming tcp:127.0.0.1:$PORT"
 	mon dst "info status"
 	err=$(wait_mon dst 'VM status: paused \(inmigrate\)' 60) || { fail "$err"; return 1; }
@@ -135,21 +149,21 @@ run_mode() {
 	sleep "$PRECOPY"
 	mon src "migrate_start_postcopy"
 	err=$(wait_mon src 'Status:[[:space:]]*(postcopy-active|completed)' "$TMO" "info migrate") || { fail "$err"; return 1; }
-	if [ $MODE = gmem-recover ]; then
+	case $MODE in *-recover)
 		tr -d '\r' < $D/src.mon.txt | grep -a -q -E 'Status:[[:space:]]*completed' &&
 			{ fail "post-copy completed before it could be paused"; return 1; }
 		# Shut the connection down in post-copy: both sides pause, the
 		# destination's vCPUs wait for pages meanwhile.  Then a new one.
-		sleep 1
 		mon src "migrate_pause"
 		err=$(wait_mon src 'Status:[[:space:]]*postcopy-paused' 60 "info migrate") || { fail "$err"; return 1; }
 		err=$(wait_mon dst 'Status:[[:space:]]*postcopy-paused' 60 "info migrate") || { fail "$err"; return 1; }
 		sleep 2
 		mon dst "migrate_recover tcp:127.0.0.1:$((PORT + 1))"
-		err=$(wait_mon dst 'Status:[[:space:]]*postcopy-recover' 60 "info migrate") || { fail "$err"; return 1; }
+		# still postcopy-paused until the source connects: wait for the socket
+		err=$(wait_mon dst "tcp:127.0.0.1:$((PORT + 1))" 60 "info migrate") || { fail "$err"; return 1; }
 		mon src "migrate -d -r tcp:127.0.0.1:$((PORT + 1))"
-		recovered=" (paused and recovered)"
-	fi
+		recovered=" (paused and recovered)" ;;
+	esac
 	err=$(wait_mon src 'Status:[[:space:]]*completed' "$TMO" "info migrate") || { fail "$err"; return 1; }
 	err=$(wait_mon dst 'Status:[[:space:]]*completed' "$TMO" "info migrate") || { fail "$err"; return 1; }
 	dt=$(elapsed $tm)
@@ -190,7 +204,7 @@ run_mode() {
 		[ "$pf" -gt 0 ] || { fail "no presence fault record served"; return 1; }
 		[ "$uf" -eq 0 ] || { fail "$uf userfaults on the guest_memfd RAM block"; return 1; }
 		how="$pf presence faults ($pv from the vCPU), $pd discards" ;;
-	uffd)
+	uffd*)
 		[ "$uf" -gt 0 ] || { fail "no userfault on the RAM block"; return 1; }
 		[ "$pf" -eq 0 ] || { fail "presence faults without presence"; return 1; }
 		how="$uf userfaults" ;;
