@@ -30,6 +30,9 @@
 #   make qemu         our QEMU (qemu/README.md): Debian's source + qemu/patches/,
 #                     KVM-only x86_64 build with ccache, in the cache
 #   make qemu-smoke   memory-backend-guest-memfd on this machine's /dev/kvm
+#   make check-qemu   make qemu, then the in-VM QEMU tests (qemu/tests/vm/):
+#                     presence=on boot, post-copy into guest_memfd vs uffd,
+#                     with preempt and with a pause + recovery [QEMU_TESTS=]
 #   make clean        out/ and userspace build   make distclean   + cached trees/builds
 #
 # Variables (command line or environment): FLAVOR (debug), TESTS, APPEND,
@@ -46,7 +49,7 @@ FLAVOR ?= debug
 export FLAVOR
 S := scripts
 
-.PHONY: all userspace deps kernel selftests initramfs vm-test check check-upstream series check-series htmldocs cross-build mutants stress demo shell clean distclean bench bench-lib qemu qemu-smoke
+.PHONY: all userspace deps kernel selftests initramfs vm-test check check-upstream series check-series htmldocs cross-build mutants stress demo shell clean distclean bench bench-lib qemu qemu-smoke check-qemu
 
 all: userspace
 
@@ -140,6 +143,14 @@ qemu: deps
 # memory-backend-guest-memfd on this machine's /dev/kvm (qemu/tests/smoke.py).
 qemu-smoke: deps
 	@qemu/smoke.sh
+
+# The in-VM QEMU tests (qemu/README.md) on the presence kernel, our QEMU built
+# first (cached) outside the VM lock.  A test qemu/NAME:A:B runs
+# qemu/tests/vm/NAME.sh with the arguments A B.
+QEMU_TESTS ?= qemu/presence_boot qemu/postcopy:gmem:uffd \
+	qemu/postcopy:gmem-preempt:gmem-recover
+check-qemu: qemu
+	@TESTS="$(QEMU_TESTS)" KST_TIMEOUT=$${KST_TIMEOUT:-900} $(S)/vm-test.sh
 
 shell: deps
 	@MODE=shell $(S)/vm-test.sh

@@ -1,0 +1,233 @@
+#!/bin/sh
+# In the test VM: post-copy live migration of QEMU's migration-test
+# boot-sector guest between two QEMUs on loopback TCP, from ordinary RAM
+# (memory-backend-memfd; a guest_memfd VM cannot be a migration source, it
+# has no dirty logging) into
+#   gmem          memory-backend-guest-memfd,presence=on: the missing pages
+#                 are found by KVM's presence tracking (qemu/patches/0005)
+#   uffd          memory-backend-memfd: the missing pages are found by
+#                 userfaultfd, QEMU's usual path, for comparison
+#   gmem-preempt  gmem with the postcopy-preempt capability (a second
+#                 channel for the requested pages)
+#   gmem-recover  gmem, and the migration is paused during post-copy
+#                 (migrate_pause: the connection is shut down), then
+#                 recovered over a new connection (migrate_recover, migrate -r)
+#   gmem-async    gmem with presence-async=on (asynchronous page faults
+#                 where the guest could take them; the boot sector cannot,
+#                 so this is the WAIT fallback)
+#   uffd-preempt, uffd-recover  the same over userfaultfd (the script's
+#                 checks outside the VM, on a KVM without presence)
+# The guest increments the first byte of every page of [1 MiB, 100 MiB) over
+# and over, so precopy never converges; post-copy is started after PRECOPY
+# seconds.  Each mode checks: the migration completes on both sides, the
+# guest runs on the destination (PASSES more passes), every page of the
+# destination is consistent with the stopped guest (check_ram, as in
+# presence_boot), and the faults went the expected way (trace of the
+# destination: postcopy_presence_fault records for gmem and no userfault on
+# the RAM block; userfaults for uffd).  Prints the migration's total time,
+# downtime and the destination's post-copy blocktime for each mode.
+# Exit 0 if every mode passed, 1 if not.
+#   args: the modes (default: gmem uffd)
+#   env:  PASSES (1), PRECOPY (2 s), TMO (per phase, 240 s), QEMU, QEMU_TEST_DIR
+MODES=${*:-gmem uffd}
+PASSES=${PASSES:-1}
+PRECOPY=${PRECOPY:-2}
+TMO=${TMO:-240}
+Q=${QEMU:-/usr/bin/qemu-system-x86_64}
+H=${QEMU_TEST_DIR:-/kvm/qemu}
+SIZE=128M
+PORT=4444
+SPID= DPID= D=
+
+say() { echo "postcopy: $*"; }
+now() { cut -d' ' -f1 /proc/uptime; }
+elapsed() { awk "BEGIN{printf \"%.1f\", $(now) - $1}"; }
+bs() { [ -f "$1" ] && tr -cd B < "$1" | wc -c || echo 0; }
+# SIGTERM, and SIGKILL for a QEMU that does not go within 10 s (a source in
+# postcopy-paused may not)
+stop_qemus() {
+	for _p in $SPID $DPID; do kill $_p 2>/dev/null; done
+	_t=0
+	while [ $_t -lt 10 ]; do
+		_alive=
+		for _p in $SPID $DPID; do kill -0 $_p 2>/dev/null && _alive=1; done
+		[ -z "$_alive" ] && break
+		sleep 1
+		_t=$((_t + 1))
+	done
+	for _p in $SPID $DPID; do kill -9 $_p 2>/dev/null; wait $_p 2>/dev/null; done
+	SPID= DPID=
+	exec 3>&- 4>&-
+}
+# fail MSG: this mode failed; show the end of both QEMUs' output
+fail() {
+	say "FAIL: $MODE: $*"
+	for s in src dst; do
+		[ -f $D/$s.log ] && grep -v '^postcopy_' $D/$s.log |
+			tail -n 15 | sed "s/^/  $s: /"
+		[ -f $D/$s.mon.txt ] && tr -d '\r' < $D/$s.mon.txt | grep -a -v '^(qemu)' |
+			tail -n 8 | sed "s/^/  $s monitor: /"
+	done
+	stop_qemus
+	return 1
+}
+# mon src|dst CMD: an HMP command (monitors on fds 3 and 4)
+mon() {
+	if [ "$1" = src ]; then echo "$2" >&3; else echo "$2" >&4; fi
+}
+# wait_mon src|dst REGEX SECS [CMD]: until the monitor output matches, every
+# second sending CMD (e.g. "info migrate") if given
+wait_mon() {
+	_t0=$(date +%s)
+	while ! tr -d '\r' < $D/$1.mon.txt | grep -a -q -E "$2"; do
+		kill -0 $SPID 2>/dev/null || { echo "source QEMU exited"; return 1; }
+		kill -0 $DPID 2>/dev/null || { echo "destination QEMU exited"; return 1; }
+		[ $(( $(date +%s) - _t0 )) -ge "$3" ] && { echo "no '$2' from $1 in $3 s"; return 1; }
+		tr -d '\r' < $D/$1.mon.txt | grep -a -q -E 'Status:[[:space:]]*(failed|cancelled)' &&
+			{ echo "$1: migration $(tr -d '\r' < $D/$1.mon.txt | grep -a -E -o 'Status:[[:space:]]*(failed|cancelled).*' | tail -n 1)"; return 1; }
+		[ -n "$4" ] && mon $1 "$4"
+		sleep 1
+	done
+}
+# start NAME MEMORY-BACKEND-OPTIONS [QEMU-ARGS...]
+start() {
+	_n=$1 _m=$2
+	shift 2
+	mkfifo $D/$_n.mon.in $D/$_n.mon.out || return 1
+	cp $H/bootsect $D/$_n.disk || return 1
+	$Q -accel kvm -nodefaults -display none -L /usr/share/seabios -L /usr/share/qemu \
+		-machine q35,smm=off,memory-backend=mem -object "$_m" \
+		-drive if=none,id=d0,file=$D/$_n.disk,format=raw \
+		-device ide-hd,drive=d0,secs=1,cyls=1,heads=1 \
+		-serial file:$D/$_n.serial -monitor pipe:$D/$_n.mon "$@" > $D/$_n.log 2>&1 &
+	_pid=$!
+	cat $D/$_n.mon.out > $D/$_n.mon.txt &
+	if [ $_n = src ]; then SPID=$_pid; exec 3> $D/src.mon.in; else DPID=$_pid; exec 4> $D/dst.mon.in; fi
+}
+
+run_mode() {
+	MODE=$1
+	D=$(mktemp -d /tmp/qemu-postcopy.XXXXXX)
+	src_mem=memory-backend-memfd,id=mem,size=$SIZE,share=on
+	caps="postcopy-ram"
+	case $MODE in
+	gmem*) dst_mem=memory-backend-guest-memfd,id=mem,size=$SIZE,presence=on ;;
+	uffd*) dst_mem=$src_mem ;;
+	esac
+	case $MODE in
+	gmem|uffd|*-recover) ;;
+	gmem-async) dst_mem=$dst_mem,presence-async=on ;;
+	*-preempt) caps="$caps postcopy-preempt" ;;
+	*) say "unknown mode $MODE"; return 1 ;;
+	esac
+
+	start src $src_mem || { fail "cannot start the source"; return 1; }
+	start dst $dst_mem -incoming defer \
+		-trace postcopy_presence_fault -trace postcopy_presence_discard \
+		-trace postcopy_ram_fault_thread_request ||
+		{ fail "cannot start the destination"; return 1; }
+	t0=$(date +%s)
+	while [ "$(bs $D/src.serial)" -lt 1 ]; do
+		kill -0 $SPID 2>/dev/null || { fail "source QEMU exited"; return 1; }
+		[ $(( $(date +%s) - t0 )) -ge "$TMO" ] && { fail "no pass of the source guest in ${TMO}s"; return 1; }
+		sleep 1
+	done
+	for c in $caps postcopy-blocktime; do
+		mon dst "migrate_set_capability $c on"
+	done
+	for c in $caps; do
+		mon src "migrate_set_capability $c on"
+	done
+	# Slow post-copy down (bytes/s) so that it can be paused in the middle.
+	case $MODE in *-recover) mon src "migrate_set_parameter max-postcopy-bandwidth 8388608" ;; esac
+	mon dst "migrate_incoming tcp:127.0.0.1:$PORT"
+	mon dst "info status"
+	err=$(wait_mon dst 'VM status: paused \(inmigrate\)' 60) || { fail "$err"; return 1; }
+
+	tm=$(now)
+	mon src "migrate -d tcp:127.0.0.1:$PORT"
+	sleep "$PRECOPY"
+	mon src "migrate_start_postcopy"
+	err=$(wait_mon src 'Status:[[:space:]]*(postcopy-active|completed)' "$TMO" "info migrate") || { fail "$err"; return 1; }
+	case $MODE in *-recover)
+		tr -d '\r' < $D/src.mon.txt | grep -a -q -E 'Status:[[:space:]]*completed' &&
+			{ fail "post-copy completed before it could be paused"; return 1; }
+		# Shut the connection down in post-copy: both sides pause, the
+		# destination's vCPUs wait for pages meanwhile.  Then a new one.
+		mon src "migrate_pause"
+		err=$(wait_mon src 'Status:[[:space:]]*postcopy-paused' 60 "info migrate") || { fail "$err"; return 1; }
+		err=$(wait_mon dst 'Status:[[:space:]]*postcopy-paused' 60 "info migrate") || { fail "$err"; return 1; }
+		sleep 2
+		mon dst "migrate_recover tcp:127.0.0.1:$((PORT + 1))"
+		# still postcopy-paused until the source connects: wait for the socket
+		err=$(wait_mon dst "tcp:127.0.0.1:$((PORT + 1))" 60 "info migrate") || { fail "$err"; return 1; }
+		mon src "migrate -d -r tcp:127.0.0.1:$((PORT + 1))"
+		recovered=" (paused and recovered)" ;;
+	esac
+	err=$(wait_mon src 'Status:[[:space:]]*completed' "$TMO" "info migrate") || { fail "$err"; return 1; }
+	err=$(wait_mon dst 'Status:[[:space:]]*completed' "$TMO" "info migrate") || { fail "$err"; return 1; }
+	dt=$(elapsed $tm)
+	src_times=$(tr -d '\r' < $D/src.mon.txt | grep -a 'Time (ms):' | tail -n 1)
+	src_time=$(echo "$src_times" | grep -o 'total=[0-9]*')
+	src_down=$(echo "$src_times" | grep -o 'down=[0-9]*')
+
+	# The guest goes on running on the destination.
+	n0=$(bs $D/dst.serial)
+	t0=$(date +%s)
+	while [ "$(bs $D/dst.serial)" -lt $((n0 + PASSES)) ]; do
+		kill -0 $DPID 2>/dev/null || { fail "destination QEMU exited"; return 1; }
+		[ $(( $(date +%s) - t0 )) -ge "$TMO" ] &&
+			{ fail "$(( $(bs $D/dst.serial) - n0 )) of $PASSES passes on the destination in ${TMO}s"; return 1; }
+		sleep 1
+	done
+
+	: > $D/dst.mon.txt.mark
+	mon dst "stop"
+	# quoted: unquoted, HMP would read "SIZE /tmp..." as a division
+	mon dst "pmemsave 0x100000 0x6300000 \"$D/ram\""
+	mon dst "info migrate -a"
+	mon dst "info status"
+	err=$(wait_mon dst 'VM status: paused$' 60) || { fail "$err"; return 1; }
+	[ -f $D/ram ] || { fail "no RAM dump"; return 1; }
+	chk=$($H/check_ram $D/ram 2>&1) || { echo "$chk"; fail "destination RAM inconsistent"; return 1; }
+
+	bt=$(tr -d '\r' < $D/dst.mon.txt | grep -a -o 'Postcopy Blocktime (ms): [0-9]*' | tail -n 1 | grep -o '[0-9]*$')
+	vbt=$(tr -d '\r' < $D/dst.mon.txt | grep -a -A1 'Postcopy vCPU Blocktime' | tail -n 1 | tr -d ' []')
+	lat=$(tr -d '\r' < $D/dst.mon.txt | grep -a -o 'Postcopy Latency (ns): [0-9]*' | tail -n 1 | grep -o '[0-9]*$')
+	pf=$(grep -c '^postcopy_presence_fault ' $D/dst.log)
+	pd=$(grep -c '^postcopy_presence_discard ' $D/dst.log)
+	pv=$(grep '^postcopy_presence_fault ' $D/dst.log | grep -c 'origin=1 ')
+	uf=$(grep '^postcopy_ram_fault_thread_request ' $D/dst.log | grep -c 'rb=mem ')
+	case $MODE in
+	gmem*)
+		[ "$pd" -gt 0 ] || { fail "no KVM_MEMORY_PRESENT_DISCARD at the start of post-copy"; return 1; }
+		[ "$pf" -gt 0 ] || { fail "no presence fault record served"; return 1; }
+		[ "$uf" -eq 0 ] || { fail "$uf userfaults on the guest_memfd RAM block"; return 1; }
+		how="$pf presence faults ($pv from the vCPU), $pd discards" ;;
+	uffd*)
+		[ "$uf" -gt 0 ] || { fail "no userfault on the RAM block"; return 1; }
+		[ "$pf" -eq 0 ] || { fail "presence faults without presence"; return 1; }
+		how="$uf userfaults" ;;
+	esac
+	[ -n "$bt" ] || { fail "no postcopy blocktime from the destination"; return 1; }
+	mon dst "quit"
+	mon src "quit"
+	t0=$(date +%s)
+	while kill -0 $DPID 2>/dev/null || kill -0 $SPID 2>/dev/null; do
+		[ $(( $(date +%s) - t0 )) -ge 60 ] && { fail "QEMU did not quit"; return 1; }
+		sleep 1
+	done
+	wait $DPID $SPID 2>/dev/null
+	SPID= DPID=
+	exec 3>&- 4>&-
+	say "PASS: $MODE$recovered: migrated in ${dt}s (source: ${src_time:-total=?} ms, ${src_down:-down=?} ms), blocktime ${bt} ms (vCPU ${vbt:-?} ms, latency ${lat:-?} ns), $how; $chk"
+	rm -rf $D
+	return 0
+}
+
+rc=0
+for m in $MODES; do
+	recovered=
+	run_mode $m || rc=1
+done
+exit $rc
