@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Mutants: each re-introduces one defect fixed in the kernel review round
-(issue 8) and names the selftest that must catch it.  For each, the mutant is
-written as one more patch (out/mutant-M*.patch) on top of the series in
-patches/, against the file as the whole series leaves it, and
-guest_memfd_presence_ops_test runs in the VM (make vm-test with PATCHES set
+(issue 8), or one found later, and names the selftest that must catch it.
+For each, the mutant is written as one more patch (out/mutant-M*.patch) on
+top of the series in patches/, against the file as the whole series leaves
+it, and its test binary (guest_memfd_presence_ops_test unless named) runs in
+the VM (make vm-test with PATCHES set
 to the series plus the mutant; the next build without it reassembles the
 tree).  A mutant is KILLED when its subtest fails; one that SURVIVES means a
 test that cannot fail.
@@ -79,13 +80,26 @@ muts=[
  ('M9 VM_FAULT_OOM on no record', C, '''	if (gmem_notify_mmap(vmf, p))
 		return gmem_fault_nomem(vmf);''', '''	if (gmem_notify_mmap(vmf, p))
 		return VM_FAULT_OOM;''', 'record_alloc_failure_retries'),
+ # Found later, by the fuzz test in CI (not part of the review round).
+ ('M10 read() faults holding the record', C, '''		if (copy_to_user_nofault(buf + done, &ev, sizeof(ev))) {
+			gmem_return_record(p, rec);
+			if (done)
+				break;
+			if (fault_in_safe_writeable(buf, sizeof(ev)))
+				return -EFAULT;
+			continue;
+		}''', '''		if (copy_to_user(buf + done, &ev, sizeof(ev))) {
+			gmem_return_record(p, rec);
+			return done ? done : -EFAULT;
+		}''', 'notify_read_into_missing_page', 'guest_memfd_presence_fuzz_test'),
 ]
 sel = sys.argv[1:]
 survivors = 0
 os.makedirs(os.path.join(TOP, 'out'), exist_ok=True)
 src = pristine_tree()
 texts = {}
-for name, f, old, new, test in muts:
+for name, f, old, new, test, *binary in muts:
+    binary = binary[0] if binary else 'guest_memfd_presence_ops_test'
     tag = name.split()[0]
     if sel and tag not in sel:
         continue
@@ -99,7 +113,7 @@ for name, f, old, new, test in muts:
         orig.splitlines(True), orig.replace(old, new).splitlines(True),
         'a/' + f, 'b/' + f))
     r = subprocess.run(['make', '-C', TOP, 'vm-test',
-                        'TESTS=guest_memfd_presence_ops_test'],
+                        'TESTS=' + binary],
                        env=dict(os.environ, PATCHES=' '.join(SERIES + [mutant])),
                        capture_output=True, text=True)
     out = r.stdout + r.stderr
