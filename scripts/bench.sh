@@ -8,8 +8,9 @@
 # "Intermittent nested-vCPU faults"; also with only upstream code running).
 # So an oops panics the guest at once (oops=panic), a stopped guest is killed
 # after STALL seconds of silence (/init prints a heartbeat while a test runs),
-# and what that boot did not run goes into a new boot; the run that was
-# interrupted goes in again once.  report.py reads every boot's log.
+# and what that boot did not run goes into a new boot, the run the guest
+# died in first (once per entry: an entry it dies in twice is dropped, the
+# repetitions of a "rep" entry included).  report.py reads every boot's log.
 #
 #   BENCH_REPS=N      repetitions of the "rep" entries (default 3)
 #   BENCH_DPT=0       leave out the demand_paging_test entries
