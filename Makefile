@@ -12,12 +12,12 @@
 #                     git format-patch --cover-letter into out/series/, then
 #                     git am of them checked against the assembled tree
 #   make check-series make series, then every prefix of it builds (own tree),
-#                     x86_64 bzImage and the KVM core for arm64, i386, s390,
+#                     x86_64 bzImage and the KVM core for arm64, i386, s390, riscv,
 #                     and every patch passes checkpatch --strict
 #   make htmldocs     Sphinx of Documentation/virt/kvm/ (the series applied);
 #                     fails on a warning from a file the series touches
 #   make cross-build  the KVM core (arch/<arch>/kvm/ + virt/kvm/) with W=1 for
-#                     arm64, i386, s390 [CROSS_ARCHES="arm64"]
+#                     arm64, i386, s390, riscv [CROSS_ARCHES="arm64"]
 #   make bench        the benchmark matrix (bench/matrix) in one boot of the
 #                     release kernel: demand paging, helper process, async #PF,
 #                     libgmfp; table, out/bench/results.json, PNG plots

@@ -2,9 +2,9 @@
 # Every patch of the exported series (out/series/, from `make series`) builds:
 # for k = 1..N, assemble a tree with the first k patches and build bzImage
 # with -Werror-like strictness: a failed build, or a compiler warning, fails.
-# Then the same tree's KVM core is compile-tested for arm64, i386 and s390
+# Then the same tree's KVM core is compile-tested for arm64, i386, s390 and riscv
 # (scripts/cross-build.sh: W=1, cross compilers): the configurations without
-# KVM_ASYNC_PF or without KVM_GUEST_MEMFD.  First, every patch goes through
+# KVM_ASYNC_PF, without KVM_GUEST_MEMFD, or without both.  First, every patch goes through
 # the pristine tree's scripts/checkpatch.pl --strict: each ERROR, WARNING or
 # CHECK fails it unless patches/checkpatch-reasons.txt gives the reason it
 # stays (one line per patch and message; a reason that no longer matches
@@ -13,7 +13,7 @@
 #   make check-series        SERIES_DIR (default out/series: the mails, cover
 #                            letter left out), FLAVOR (default release: the
 #                            checkers' options don't change what compiles), JOBS,
-#                            CROSS_ARCHES (default "arm64 i386 s390"; "" skips),
+#                            CROSS_ARCHES (default "arm64 i386 s390 riscv"; "" skips),
 #                            CHECKPATCH=0 skips checkpatch, BUILD=0 the builds
 # Uses its own tree and build directories, so the incremental edit loop stays
 # warm.  Each step rebuilds what the patch touches: ~1-4 min per header patch.
@@ -60,7 +60,7 @@ for k in $(seq 1 ${#series[@]}); do
 	fi
 	# The same prefix for the other configurations KVM builds for (one
 	# PASS/FAIL line per arch).
-	if [ -n "${CROSS_ARCHES-arm64 i386 s390}" ]; then
+	if [ -n "${CROSS_ARCHES-arm64 i386 s390 riscv}" ]; then
 		res="$OUT/series-$k-cross.out"
 		rc=0
 		CROSS_LOG="$OUT/series-$k-cross" CROSS_LABEL="$name  " \

@@ -5,6 +5,8 @@
 #   arm64   KVM_GUEST_MEMFD=y, no KVM_ASYNC_PF             arch/arm64/kvm/
 #   i386    KVM_ASYNC_PF=y, no KVM_GUEST_MEMFD (64-bit only) arch/x86/kvm/
 #   s390    KVM_ASYNC_PF=y + KVM_ASYNC_PF_SYNC, no KVM_GUEST_MEMFD  arch/s390/kvm/
+#   riscv   neither KVM_GUEST_MEMFD nor KVM_ASYNC_PF (as powerpc, mips and
+#           loongarch): every hook of the series compiled out  arch/riscv/kvm/
 #
 # Each arch: its defconfig + KVM (built in), debug info, -Werror and
 # MODVERSIONS off; then only the arch's KVM directory, which is what compiles
@@ -15,7 +17,7 @@
 #
 #   TREE          assembled tree to build        default $CACHE/tree-$KVER
 #   ASSEMBLE=1    assemble TREE first (scripts/assemble.sh; `make cross-build`)
-#   CROSS_ARCHES  default "arm64 i386 s390"
+#   CROSS_ARCHES  default "arm64 i386 s390 riscv"
 #   CROSS_BUILD   build dirs are $CROSS_BUILD-<arch>   default $CACHE/build/$KVER-cross
 #   CROSS_LOG     logs are $CROSS_LOG-<arch>.log        default $OUT/cross
 #   CROSS_LABEL   prefix of the PASS/FAIL lines (check-series: the patch)
@@ -26,7 +28,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 gp_lock
 resolve_paths
-CROSS_ARCHES=${CROSS_ARCHES-arm64 i386 s390}
+CROSS_ARCHES=${CROSS_ARCHES-arm64 i386 s390 riscv}
 CROSS_BUILD=${CROSS_BUILD:-$CACHE/build/$KVER-cross}
 CROSS_LOG=${CROSS_LOG:-$OUT/cross}
 CROSS_LABEL=${CROSS_LABEL:-}
@@ -60,7 +62,10 @@ arch_recipe() {
 	s390)	echo "s390 s390x-linux-gnu- arch/s390/kvm/"
 		echo "VIRTUALIZATION KVM"
 		echo "CONFIG_KVM=y CONFIG_KVM_ASYNC_PF=y CONFIG_KVM_ASYNC_PF_SYNC=y !CONFIG_KVM_GUEST_MEMFD" ;;
-	*)	die "unknown arch $1 (arm64, i386, s390)" ;;
+	riscv)	echo "riscv riscv64-linux-gnu- arch/riscv/kvm/"
+		echo "VIRTUALIZATION KVM"
+		echo "CONFIG_KVM=y !CONFIG_KVM_ASYNC_PF !CONFIG_KVM_GUEST_MEMFD" ;;
+	*)	die "unknown arch $1 (arm64, i386, s390, riscv)" ;;
 	esac
 }
 # Off everywhere: speed (no debug info, no genksyms) and warnings stay warnings

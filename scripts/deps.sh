@@ -1,7 +1,7 @@
 #!/bin/bash
 # Install the build/test dependencies from Debian (idempotent).  Nothing else is
 # needed on a fresh bookworm machine.  The cross compilers are for
-# scripts/cross-build.sh (KVM core for arm64, i386 and s390); clang and its
+# scripts/cross-build.sh (KVM core for arm64, i386, s390 and riscv); clang and its
 # runtime libraries (libFuzzer, the sanitizers: libclang-rt-dev, only a
 # Recommends of clang) for the fuzz targets in userspace/tests/fuzz/;
 # gnuplot-nox draws the benchmark plots (bench/report.py); python3-sphinx
@@ -13,7 +13,7 @@ set -euo pipefail
 PKGS="build-essential flex bison bc libelf-dev libssl-dev cpio ccache busybox-static
  qemu-system-x86 dwarves pkg-config xz-utils zstd file liburcu-dev libcmocka-dev
  kmod rsync perl python3 strace mandoc man-db groff-base gnuplot-nox
- gcc-aarch64-linux-gnu gcc-i686-linux-gnu gcc-s390x-linux-gnu
+ gcc-aarch64-linux-gnu gcc-i686-linux-gnu gcc-s390x-linux-gnu gcc-riscv64-linux-gnu
  clang libclang-rt-dev python3-sphinx python3-yaml
  libglib2.0-dev python3-venv ninja-build seabios"
 missing=""
