@@ -112,8 +112,8 @@ mutants: deps
 	@$(S)/mutants.py
 
 # Long runs: guest_memfd_presence_stress_test and userspace/soak_vm_test for
-# DURATION seconds, guest_memfd_presence_fuzz_test for FUZZ_CALLS calls
-# (scripts/stress.sh).
+# DURATION seconds, guest_memfd_presence_fuzz_test for FUZZ_CALLS calls, then
+# the userspace libFuzzer targets USERFUZZ_SECS each (scripts/stress.sh).
 stress: deps
 	@$(S)/stress.sh
 

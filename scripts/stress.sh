@@ -2,7 +2,8 @@
 # `make stress`: the long runs of the stress and fuzz selftests and of the
 # userspace soak (userspace/soak_vm_test: lazy restores through gmfp-pager and
 # postcopies from gmfp-serve, both killed at random), on the debug kernel
-# (KASAN, lockdep, kmemleak and the other checkers of configs/debug.fragment).
+# (KASAN, lockdep, kmemleak and the other checkers of configs/debug.fragment);
+# then the long run of the userspace libFuzzer targets on the host.
 #
 #   DURATION=secs    run time of guest_memfd_presence_stress_test and of
 #                    userspace/soak_vm_test                         (default 600)
@@ -10,9 +11,13 @@
 #   FUZZ_SECS=secs   the fuzzer's time cap                          (default DURATION)
 #   SEED=n           seed for all three (default: each picks one and prints it)
 #   STRESS_TESTS     extra in-VM tests to run in the same boot
+#   USERFUZZ_SECS=s  then the libFuzzer targets of userspace/tests/fuzz/ on the
+#                    host, s seconds each (default DURATION / the number of
+#                    targets, at least 30; 0 skips them): docs/fuzzing.md
 #
-# The per-test and whole-VM timeouts follow DURATION.  Ends with the
-# verdict line of scripts/vm-test.sh ("N passed, N failed").
+# The per-test and whole-VM timeouts follow DURATION.  Ends with one verdict
+# line for all of it ("N passed, N failed"): the VM's tests, plus one for the
+# fuzz targets.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 DURATION=${DURATION:-600}
@@ -24,5 +29,30 @@ export TESTS="guest_memfd_presence_stress_test:-d:$DURATION$seed guest_memfd_pre
 export KST_TIMEOUT=${KST_TIMEOUT:-$((DURATION + 300))}
 export TIMEOUT=${TIMEOUT:-$((2 * DURATION + FUZZ_SECS + 1200))}
 export VERBOSE=${VERBOSE:-1}
-log "stress: $DURATION s of races, $FUZZ_CALLS fuzz calls (at most $FUZZ_SECS s), $DURATION s of userspace soak, $FLAVOR kernel"
-exec "$TOP/scripts/vm-test.sh"
+ntargets=$(ls "$TOP"/userspace/tests/fuzz/fuzz_*.c | wc -l)
+USERFUZZ_SECS=${USERFUZZ_SECS:-$(( DURATION / ntargets > 30 ? DURATION / ntargets : 30 ))}
+log "stress: $DURATION s of races, $FUZZ_CALLS fuzz calls (at most $FUZZ_SECS s), $DURATION s of userspace soak, $FLAVOR kernel; then $ntargets libFuzzer targets ${USERFUZZ_SECS} s each"
+
+vmout=$(mktemp)
+trap 'rm -f "$vmout"' EXIT
+rc=0
+"$TOP/scripts/vm-test.sh" 2>&1 | tee "$vmout" || rc=1
+verdict=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$vmout" | tail -n 1)
+[ -n "$verdict" ] || verdict="0 passed, 1 failed"
+passed=$(echo "$verdict" | sed -E 's/^([0-9]+) passed.*/\1/')
+failed=$(echo "$verdict" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
+[ "$rc" = 0 ] || [ "$failed" != 0 ] || failed=1
+
+# The protocol parsers under coverage-guided fuzzing, on the host (no lock:
+# neither a kernel build nor a VM run).
+if [ "$USERFUZZ_SECS" != 0 ]; then
+	t0=$(now)
+	if make -C "$TOP/userspace" -s fuzz-long FUZZ_SECONDS="$USERFUZZ_SECS"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+	fi
+	timing "userspace fuzz-long" "$(since "$t0")"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
