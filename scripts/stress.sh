@@ -31,7 +31,8 @@ export TIMEOUT=${TIMEOUT:-$((2 * DURATION + FUZZ_SECS + 1200))}
 export VERBOSE=${VERBOSE:-1}
 ntargets=$(ls "$TOP"/userspace/tests/fuzz/fuzz_*.c | wc -l)
 USERFUZZ_SECS=${USERFUZZ_SECS:-$(( DURATION / ntargets > 30 ? DURATION / ntargets : 30 ))}
-log "stress: $DURATION s of races, $FUZZ_CALLS fuzz calls (at most $FUZZ_SECS s), $DURATION s of userspace soak, $FLAVOR kernel; then $ntargets libFuzzer targets ${USERFUZZ_SECS} s each"
+if [ "$USERFUZZ_SECS" = 0 ]; then uf="no libFuzzer run"; else uf="then $ntargets libFuzzer targets $USERFUZZ_SECS s each"; fi
+log "stress: $DURATION s of races, $FUZZ_CALLS fuzz calls (at most $FUZZ_SECS s), $DURATION s of userspace soak, $FLAVOR kernel; $uf"
 
 vmout=$(mktemp)
 trap 'rm -f "$vmout"' EXIT
