@@ -49,7 +49,7 @@ fi
 # Tests named qemu/<name>: qemu/tests/vm/<name>.sh, run by busybox sh, with our
 # QEMU (qemu/build.sh, cached) at /usr/bin/qemu-system-x86_64 with its shared
 # libraries, Debian's firmware at the paths it is looked up at, and in
-# /kvm/qemu QEMU's migration-test boot sector and check_ram (static).
+# /kvm/qemu QEMU's migration-test boot sector, check_ram and tcp_proxy (static).
 if [ -n "$(qemu_of $(test_names $run))" ]; then
 	qout=$("$TOP/qemu/build.sh") || die "qemu/build.sh failed"
 	qemu_bin=$(echo "$qout" | sed -n 's/^QEMU=//p')
@@ -63,7 +63,9 @@ if [ -n "$(qemu_of $(test_names $run))" ]; then
 	mkdir -p "$ROOT/kvm/qemu"
 	/usr/bin/python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import smoke; smoke.bootsect(sys.argv[2], sys.argv[3])' \
 		"$TOP/qemu/tests" "$qemu_tree" "$ROOT/kvm/qemu/bootsect"
-	gcc -static -O2 -Wall -Wextra -Werror -o "$ROOT/kvm/qemu/check_ram" "$TOP/qemu/tests/vm/check_ram.c"
+	for c in check_ram tcp_proxy; do
+		gcc -static -O2 -Wall -Wextra -Werror -o "$ROOT/kvm/qemu/$c" "$TOP/qemu/tests/vm/$c.c"
+	done
 fi
 for t in $(test_names $run); do
 	case $t in
