@@ -155,7 +155,18 @@ analyse() {
 	FNR == 1 { file++ }
 	file == 2 && $2 == "get_queued_page" { sent_req++ }
 	file == 2 && $2 == "get_queued_page_not_dirty" { dup_req++ }
+	# the source discard list: "mem:START/LENGTH", target pages in hex
+	file == 2 && $2 == "postcopy_discard_send_range" && $3 ~ /^mem:/ {
+		split(substr($3, 5), a, "/"); disc += hex("0x" a[2]); ndisc++
+	}
 	file != 1 { next }
+	$2 == "postcopy_blocktime_begin" {
+		# addr: A, time: T, cpu: C, exist: E
+		bt_begin++; if ($8 == "-1,") bt_nonvcpu++; if ($10 == "1") bt_exist++
+		next
+	}
+	$2 == "postcopy_blocktime_end_one" { if ($6 + 0 > 0) bt_left++; next }
+	$2 == "postcopy_presence_discard" { split($5, a, "="); pdisc += hex(a[2]) / 4096; next }
 	$2 == "ram_load_postcopy_loop" {
 		split($4, a, "="); addr = hex(a[2])
 		# RAM_SAVE_FLAG_ZERO (0x2) or RAM_SAVE_FLAG_PAGE (0x8)
@@ -211,6 +222,9 @@ analyse() {
 		printf "trace: %s: post-copy stream %.1f s, %d pages (%.0f/s, %d jumps); %d faults (%d repeated): %d on pages received already, %d at most 32 pages ahead of the stream, %d further ahead, %d behind it, %d before it; waited %.1f ms mean, %.0f ms max (%d), %.1f ms between faults; source: %d requests for pages not sent, %d for pages sent already%s\n",
 			mode, dt, npages, rate, jumps, nf, dupf, before, ahead, far, behind, early,
 			mwait, maxwait * 1000, nwait, between, sent_req, dup_req, o
+		printf "trace: %s: the source discarded %d pages of mem in %d ranges at the switch; %d made not present (KVM_MEMORY_PRESENT_DISCARD)\n", mode, disc, ndisc, pdisc
+		printf "trace: %s: blocktime entries %d: %d charged to no vCPU, %d on a page already waited for, %d resolutions leaving the vCPU blocked\n",
+			mode, bt_begin, bt_nonvcpu, bt_exist, bt_left
 	}' "$1" "$2"
 }
 
@@ -234,11 +248,12 @@ run_mode() {
 	to=$PORT
 	case $MODE in *-broken) to=$((PORT + 2)) ;; esac
 
-	start src $src_mem -trace get_queued_page -trace get_queued_page_not_dirty ||
+	start src $src_mem -trace get_queued_page -trace get_queued_page_not_dirty \
+		${TRACE:+-trace postcopy_discard_send_range} ||
 		{ fail "cannot start the source"; return 1; }
 	start dst $dst_mem -incoming defer \
 		-trace postcopy_presence_fault -trace postcopy_presence_discard \
-		-trace postcopy_ram_fault_thread_request ${TRACE:+-trace ram_load_postcopy_loop} ||
+		-trace postcopy_ram_fault_thread_request ${TRACE:+-trace ram_load_postcopy_loop -trace postcopy_blocktime_begin -trace postcopy_blocktime_end_one} ||
 		{ fail "cannot start the destination"; return 1; }
 	t0=$(date +%s)
 	while [ "$(bs $D/src.serial)" -lt 1 ]; do
