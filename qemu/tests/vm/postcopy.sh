@@ -163,7 +163,13 @@ analyse() {
 	$2 == "postcopy_blocktime_begin" {
 		# addr: A, time: T, cpu: C, exist: E
 		bt_begin++; if ($8 == "-1,") bt_nonvcpu++; if ($10 == "1") bt_exist++
+		k = $4; sub(/,$/, "", k); open_bt[k] = ts($1)
 		next
+	}
+	# addr: A, time: T, affected_cpus: N, ...
+	$2 == "postcopy_blocktime_end" { k = $4; sub(/,$/, "", k); delete open_bt[k]; next }
+	$2 == "postcopy_place_page" || $2 == "postcopy_place_page_zero" {
+		split($3, a, "="); placed[a[2]] = ts($1); next
 	}
 	$2 == "postcopy_blocktime_end_one" { if ($6 + 0 > 0) bt_left++; next }
 	$2 == "postcopy_presence_discard" { split($5, a, "="); pdisc += hex(a[2]) / 4096; next }
@@ -223,8 +229,19 @@ analyse() {
 			mode, dt, npages, rate, jumps, nf, dupf, before, ahead, far, behind, early,
 			mwait, maxwait * 1000, nwait, between, sent_req, dup_req, o
 		printf "trace: %s: the source discarded %d pages of mem in %d ranges at the switch; %d made not present (KVM_MEMORY_PRESENT_DISCARD)\n", mode, disc, ndisc, pdisc
-		printf "trace: %s: blocktime entries %d: %d charged to no vCPU, %d on a page already waited for, %d resolutions leaving the vCPU blocked\n",
-			mode, bt_begin, bt_nonvcpu, bt_exist, bt_left
+		nopen = 0; lst = ""
+		for (k in open_bt) {
+			nopen++
+			if (nopen > 5)
+				continue
+			if (k in placed)
+				w = sprintf("placed %+.1f ms after", (placed[k] - open_bt[k]) * 1000)
+			else
+				w = "never placed"
+			lst = lst " " k " (" w ")"
+		}
+		printf "trace: %s: blocktime entries %d: %d charged to no vCPU, %d on a page already waited for, %d resolutions leaving the vCPU blocked, %d never resolved%s\n",
+			mode, bt_begin, bt_nonvcpu, bt_exist, bt_left, nopen, lst
 	}' "$1" "$2"
 }
 
@@ -253,7 +270,8 @@ run_mode() {
 		{ fail "cannot start the source"; return 1; }
 	start dst $dst_mem -incoming defer \
 		-trace postcopy_presence_fault -trace postcopy_presence_discard \
-		-trace postcopy_ram_fault_thread_request ${TRACE:+-trace ram_load_postcopy_loop -trace postcopy_blocktime_begin -trace postcopy_blocktime_end_one} ||
+		-trace postcopy_ram_fault_thread_request ${TRACE:+-trace ram_load_postcopy_loop -trace postcopy_blocktime_begin -trace postcopy_blocktime_end_one \
+		-trace postcopy_blocktime_end -trace postcopy_place_page -trace postcopy_place_page_zero} ||
 		{ fail "cannot start the destination"; return 1; }
 	t0=$(date +%s)
 	while [ "$(bs $D/src.serial)" -lt 1 ]; do
