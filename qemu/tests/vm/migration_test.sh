@@ -11,12 +11,12 @@
 #   args: cases under /x86_64/migration/postcopy/ (default: plain
 #         recovery/plain preempt/plain)
 #   env:  QEMU, MIGRATION_TEST, TARGET_MEM (default
-#         memory-backend-guest-memfd,presence=on), TMO (per case, 600 s)
+#         memory-backend-guest-memfd,presence=on), TMO (per case, 300 s)
 # Exit 0 if every case passed, 1 if not.
 CASES=${*:-plain recovery/plain preempt/plain}
 Q=${QEMU:-/usr/bin/qemu-system-x86_64}
 MT=${MIGRATION_TEST:-/kvm/qemu/migration-test}
-TMO=${TMO:-600}
+TMO=${TMO:-300}
 W=$(mktemp -d /tmp/migration-test.XXXXXX)
 
 say() { echo "migration_test: $*"; }
