@@ -83,6 +83,13 @@ fail() {
 		[ -f $D/$s.mon.txt ] && tr -d '\r' < $D/$s.mon.txt | grep -a -v '^(qemu)' |
 			tail -n 8 | sed "s/^/  $s monitor: /"
 	done
+	# Where a QEMU that is still there waits: its threads' kernel stacks
+	for _p in $SPID $DPID; do
+		[ -d /proc/$_p/task ] || continue
+		for _t in /proc/$_p/task/*; do
+			echo "  pid $_p $(cat $_t/comm 2>/dev/null) [$(cat $_t/stat 2>/dev/null | cut -d' ' -f3)]: $(head -n 6 $_t/stack 2>/dev/null | sed 's/^\[<[0-9a-f]*>\] //; s/+0x.*//' | tr '\n' ' ')"
+		done
+	done
 	stop_qemus
 	return 1
 }
