@@ -50,7 +50,7 @@ for c in $CASES; do
 	uf=$(cat $W/dst.*.log 2>/dev/null | grep '^postcopy_ram_fault_thread_request ' | grep -c 'rb=mig.mem ')
 	if [ $r -ne 0 ] || ! grep -q "^ok 1 $p\$" $W/out; then
 		grep -v '^# starting QEMU' $W/out | tail -n 20 | sed 's/^/  /'
-		[ $r -eq 124 ] && say "FAIL: $p: timed out after ${TMO}s" || say "FAIL: $p (exit $r, ${dt}s)"
+		{ [ $r -eq 124 ] || [ $r -eq 143 ]; } && say "FAIL: $p: timed out after ${TMO}s" || say "FAIL: $p (exit $r, ${dt}s)"
 		rc=1
 	elif [ "$pd" -eq 0 ] || [ "$pf" -eq 0 ] || [ "$uf" -ne 0 ]; then
 		say "FAIL: $p passed, but not over presence: $pd discards, $pf presence faults, $uf userfaults on the RAM"
