@@ -87,7 +87,7 @@ fail() {
 	for _p in $SPID $DPID; do
 		[ -d /proc/$_p/task ] || continue
 		for _t in /proc/$_p/task/*; do
-			echo "  pid $_p $(cat $_t/comm 2>/dev/null) [$(cat $_t/stat 2>/dev/null | cut -d' ' -f3)]: $(head -n 6 $_t/stack 2>/dev/null | sed 's/^\[<[0-9a-f]*>\] //; s/+0x.*//' | tr '\n' ' ')"
+			echo "  pid $_p $(cat $_t/comm 2>/dev/null) [$(sed 's/.*) //' $_t/stat 2>/dev/null | cut -d' ' -f1)]: $(head -n 6 $_t/stack 2>/dev/null | sed 's/^\[<[0-9a-f]*>\] //; s/+0x.*//' | tr '\n' ' ')"
 		done
 	done
 	stop_qemus
@@ -117,7 +117,7 @@ start() {
 	shift 2
 	mkfifo $D/$_n.mon.in $D/$_n.mon.out || return 1
 	cp $H/bootsect $D/$_n.disk || return 1
-	$Q -accel kvm -nodefaults -display none -L /usr/share/seabios -L /usr/share/qemu \
+	$Q -accel kvm -nodefaults -display none -name $_n,debug-threads=on -L /usr/share/seabios -L /usr/share/qemu \
 		-machine q35,smm=off,memory-backend=mem -object "$_m" \
 		-drive if=none,id=d0,file=$D/$_n.disk,format=raw \
 		-device ide-hd,drive=d0,secs=1,cyls=1,heads=1 \
@@ -125,7 +125,9 @@ start() {
 		"$@" > $D/$_n.log 2>&1 &
 	_pid=$!
 	cat $D/$_n.mon.out > $D/$_n.mon.txt &
-	if [ $_n = src ]; then SPID=$_pid; exec 3> $D/src.mon.in; else DPID=$_pid; exec 4> $D/dst.mon.in; fi
+	# Read-write: opening a FIFO only for writing would block for good if
+	# QEMU exits before it opens its end (e.g. a backend it refuses).
+	if [ $_n = src ]; then SPID=$_pid; exec 3<> $D/src.mon.in; else DPID=$_pid; exec 4<> $D/dst.mon.in; fi
 }
 
 # proxy LISTEN TARGET: a tcp_proxy between the QEMUs (PXPID), once it
