@@ -9,7 +9,8 @@
 #   QEMU_BUILD   build dir     default $CACHE/qemu-build-<ver>
 #   CCACHE_DIR   default $CACHE/ccache-qemu
 #   JOBS         default nproc
-# Prints "QEMU_TREE=<patched tree>" and "QEMU=<path of qemu-system-x86_64>" last.
+# Prints "QEMU_TREE=<patched tree>", "QEMU=<path of qemu-system-x86_64>" and
+# "MIGRATION_TEST=<path of tests/qtest/migration-test>" last.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gmem-presence}
@@ -84,8 +85,9 @@ if [ ! -f "$QEMU_BUILD/build.ninja" ] || [ "$(cat "$QEMU_BUILD/.gmem-conf" 2>/de
 	echo "$conf_stamp" > "$QEMU_BUILD/.gmem-conf"
 fi
 log "building (ninja -j$JOBS, ccache in $CCACHE_DIR)"
-nice ninja -C "$QEMU_BUILD" -j"$JOBS" qemu-system-x86_64 >&2 || die "build failed"
+nice ninja -C "$QEMU_BUILD" -j"$JOBS" qemu-system-x86_64 tests/qtest/migration-test >&2 || die "build failed"
 log "built in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 "$QEMU_BUILD/qemu-system-x86_64" --version | head -n1 >&2
 echo "QEMU_TREE=$QEMU_TREE"
 echo "QEMU=$QEMU_BUILD/qemu-system-x86_64"
+echo "MIGRATION_TEST=$QEMU_BUILD/tests/qtest/migration-test"
