@@ -34,21 +34,15 @@ fi
 if python3 "$TOP/scripts/vm-verdict-test.py"; then hpass=$((hpass + 1)); else hfail=$((hfail + 1)); fi
 # make bench's report on made-up boot logs (lost boots, reports in our code).
 if python3 "$TOP/bench/report-test.py"; then hpass=$((hpass + 1)); else hfail=$((hfail + 1)); fi
+# The verdict helpers of common.sh that check and stress merge their counts with.
+if "$TOP/scripts/verdict-test.sh"; then hpass=$((hpass + 1)); else hfail=$((hfail + 1)); fi
 
 res=$(mktemp)
 trap 'rm -f "$res"' EXIT
 KEEP_TIMINGS=1 "$TOP/scripts/vm-test.sh" | tee "$res"
 rc=${PIPESTATUS[0]}
-last=$(tail -n1 "$res")
-if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
-	p=${BASH_REMATCH[1]}; f=${BASH_REMATCH[2]}; s=${BASH_REMATCH[4]:-0}
-else
-	p=0; f=1; s=0
-fi
-[ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
-p=$((p + hpass)); f=$((f + hfail))
+parse_verdict "$res" "$rc"
+p=$((VERDICT_P + hpass)); f=$((VERDICT_F + hfail))
 echo "check: total $(since "$T0") s"
-line="$p passed, $f failed"
-[ "$s" != 0 ] && line="$line, $s skipped"
-echo "$line"
+verdict_line "$p" "$f" "$VERDICT_S"
 [ "$f" = 0 ]

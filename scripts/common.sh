@@ -50,6 +50,28 @@ timing() {
 	mkdir -p "$OUT" && echo "$stage $secs" >> "$OUT/timings"
 }
 
+# The verdict of a run: the last "N passed, N failed[, N skipped]" line of
+# file $1 into VERDICT_P, VERDICT_F and VERDICT_S.  No such line counts as
+# "0 passed, 1 failed"; a non-zero exit status $2 of the run with no failure
+# counted counts as one failure (the run broke after its summary).
+parse_verdict() {
+	local line
+	line=$(tr -d '\r' < "$1" | grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' | tail -n 1)
+	if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+		VERDICT_P=${BASH_REMATCH[1]} VERDICT_F=${BASH_REMATCH[2]} VERDICT_S=${BASH_REMATCH[4]:-0}
+	else
+		VERDICT_P=0 VERDICT_F=1 VERDICT_S=0
+	fi
+	if [ "${2:-0}" != 0 ] && [ "$VERDICT_F" = 0 ]; then VERDICT_F=1; fi
+	return 0
+}
+# "P passed, F failed[, S skipped]", the skipped part only when S > 0.
+verdict_line() {
+	local line="$1 passed, $2 failed"
+	[ "${3:-0}" != 0 ] && line="$line, $3 skipped"
+	echo "$line"
+}
+
 # Exclusive lock shared by every kernel build and VM run on this machine
 # (2 cores: one at a time).  Re-entrant: if this process already inherited a
 # descriptor holding the lock (from one of our parent scripts, or from

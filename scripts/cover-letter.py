@@ -85,18 +85,15 @@ def num(s):
 def from_doc(path):
     text = open(path).read()
     # The newest run comes first, under "### Latest run: ... (DATE, commit
-    # SHA)", and ends at the next heading of its level; older documents
-    # only had "### Results" with a "Run of DATE: ... at commit SHA" line.
+    # SHA)", and ends at the next heading of its level.
     m = re.search(r'^### Latest run:.*\((\d{4}-\d\d-\d\d), commit (\w+)\)$', text, re.M)
-    if m:
-        res = text[m.start():]
-        end = re.search(r'^### ', res[4:], re.M)
-        res = res[:end.start() + 4] if end else res
-    else:
-        res = text[text.index('### Results'):] if '### Results' in text else text
-        m = re.search(r'^Run of ([^:]*): `make bench` at commit (\w+)', res, re.M)
-    src = 'docs/benchmarks.md (%s)' % (
-        'run of %s, commit %s' % (m.group(1), m.group(2)) if m else 'its Results section')
+    if not m:
+        sys.exit('cover-letter: %s has no "### Latest run: ... (DATE, commit SHA)" '
+                 'section and out/bench/results.json does not exist: run make bench' % path)
+    res = text[m.start():]
+    end = re.search(r'^### ', res[4:], re.M)
+    res = res[:end.start() + 4] if end else res
+    src = 'docs/benchmarks.md (run of %s, commit %s)' % (m.group(1), m.group(2))
     dpt, helper, apf = [], [], []
     for head, rows in md_tables(res):
         h = [c.lower() for c in head]

@@ -38,11 +38,8 @@ vmout=$(mktemp)
 trap 'rm -f "$vmout"' EXIT
 rc=0
 "$TOP/scripts/vm-test.sh" 2>&1 | tee "$vmout" || rc=1
-verdict=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$vmout" | tail -n 1)
-[ -n "$verdict" ] || verdict="0 passed, 1 failed"
-passed=$(echo "$verdict" | sed -E 's/^([0-9]+) passed.*/\1/')
-failed=$(echo "$verdict" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
-[ "$rc" = 0 ] || [ "$failed" != 0 ] || failed=1
+parse_verdict "$vmout" "$rc"
+passed=$VERDICT_P failed=$VERDICT_F
 
 # The protocol parsers under coverage-guided fuzzing, on the host (no lock:
 # neither a kernel build nor a VM run).
@@ -55,5 +52,5 @@ if [ "$USERFUZZ_SECS" != 0 ]; then
 	fi
 	timing "userspace fuzz-long" "$(since "$t0")"
 fi
-echo "$passed passed, $failed failed"
+verdict_line "$passed" "$failed" "$VERDICT_S"
 [ "$failed" = 0 ]
