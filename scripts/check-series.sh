@@ -15,7 +15,7 @@
 #                            checkers' options don't change what compiles), JOBS,
 #                            CROSS_ARCHES (default "arm64 i386 s390 riscv"; "" skips),
 #                            CHECKPATCH=0 skips checkpatch, BUILD=0 the builds,
-#                            X86=0 only the x86_64 bzImage of each prefix (a
+#                            X86=0 skips only the x86_64 bzImage of each prefix (a
 #                            cross-only rerun after a change that x86_64
 #                            compiles alike)
 # Uses its own tree and build directories, so the incremental edit loop stays
