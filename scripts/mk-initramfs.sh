@@ -49,7 +49,7 @@ fi
 # Tests named qemu/<name>: qemu/tests/vm/<name>.sh, run by busybox sh, with our
 # QEMU (qemu/build.sh, cached) at /usr/bin/qemu-system-x86_64 with its shared
 # libraries, Debian's firmware at the paths it is looked up at, and in
-# /kvm/qemu QEMU's migration-test boot sector, check_ram and tcp_proxy (static)
+# /kvm/qemu QEMU's migration-test boot sector, check_ram, tcp_proxy and gmem_state (static)
 # and QEMU's tests/qtest/migration-test.
 if [ -n "$(qemu_of $(test_names $run))" ]; then
 	qout=$("$TOP/qemu/build.sh") || die "qemu/build.sh failed"
@@ -69,8 +69,9 @@ if [ -n "$(qemu_of $(test_names $run))" ]; then
 	strip -o "$ROOT/.migration-test" "$migration_test"
 	add_dynamic "$ROOT/.migration-test" kvm/qemu/migration-test
 	rm -f "$ROOT/.migration-test"
-	for c in check_ram tcp_proxy; do
-		gcc -static -O2 -Wall -Wextra -Werror -o "$ROOT/kvm/qemu/$c" "$TOP/qemu/tests/vm/$c.c"
+	for c in check_ram tcp_proxy gmem_state; do
+		gcc -static -O2 -Wall -Wextra -Werror -I"$TOP/userspace/include" -I"$TOP/userspace/lib" \
+			-o "$ROOT/kvm/qemu/$c" "$TOP/qemu/tests/vm/$c.c"
 	done
 fi
 for t in $(test_names $run); do

@@ -78,11 +78,25 @@ fail() {
 	say "FAIL: $MODE: $*"
 	for s in src dst; do
 		[ -f $D/$s.log ] && plain $D/$s.log |
-			grep -v -E '^(postcopy_|get_queued_page|ram_load_postcopy_loop)' |
+			grep -v -E '^(postcopy_|get_queued_page|ram_load_postcopy_loop|loadvm_postcopy|ram_dirty_bitmap|migrate_handle_rp)' |
 			tail -n 15 | sed "s/^/  $s: /"
 		[ -f $D/$s.mon.txt ] && tr -d '\r' < $D/$s.mon.txt | grep -a -v '^(qemu)' |
 			tail -n 8 | sed "s/^/  $s monitor: /"
 	done
+	# Does the destination's main loop still answer its monitor?
+	if [ -n "$DPID" ] && kill -0 $DPID 2>/dev/null; then
+		_n0=$(tr -d '\r' < $D/dst.mon.txt | grep -a -c 'VM status')
+		mon dst "info status"
+		sleep 3
+		_n1=$(tr -d '\r' < $D/dst.mon.txt | grep -a -c 'VM status')
+		if [ "$_n1" -gt "$_n0" ]; then
+			echo "  dst monitor answers: $(tr -d '\r' < $D/dst.mon.txt | grep -a 'VM status' | tail -n 1)"
+		else
+			echo "  dst monitor does not answer 'info status' within 3 s (main loop blocked)"
+		fi
+		case $MODE in gmem*) $H/gmem_state $DPID 2>&1 | sed 's/^/  /' ;; esac
+	fi
+	[ -n "$DIAG" ] && diag_report
 	# Where a QEMU that is still there waits: its threads' kernel stacks
 	for _p in $SPID $DPID; do
 		[ -d /proc/$_p/task ] || continue
@@ -91,7 +105,89 @@ fail() {
 		done
 	done
 	stop_qemus
+	ktrace off
 	return 1
+}
+# Recovery modes (DIAG): QEMU traces of the pause/resume path, of the
+# destination's page requests (a few thousand lines) and, for gmem, the
+# kernel's presence tracepoints, reported by fail().
+KT=/sys/kernel/debug/tracing
+DIAG_DST="-trace postcopy_pause_incoming -trace postcopy_pause_incoming_continued
+	-trace postcopy_pause_fault_thread -trace postcopy_pause_fault_thread_continued
+	-trace loadvm_postcopy_handle_resume -trace postcopy_page_req_add
+	-trace postcopy_page_req_del -trace postcopy_page_req_sync
+	-trace postcopy_ram_listen_thread_exit -trace postcopy_ram_incoming_cleanup_entry
+	-trace postcopy_ram_incoming_cleanup_join -trace postcopy_ram_incoming_cleanup_exit
+	-trace postcopy_ram_fault_thread_quit -trace postcopy_ram_fault_thread_exit
+	-trace ram_dirty_bitmap_request"
+DIAG_SRC="-trace postcopy_pause_return_path -trace postcopy_pause_return_path_continued
+	-trace postcopy_pause_continued -trace ram_dirty_bitmap_reload_begin
+	-trace ram_dirty_bitmap_reload_complete -trace migrate_handle_rp_req_pages"
+ktrace() {
+	[ -d $KT/events/kvm/kvm_gmem_presence_wait ] || return 0
+	echo 0 > $KT/tracing_on
+	if [ "$1" = on ]; then
+		echo 8192 > $KT/buffer_size_kb
+		: > $KT/trace
+	fi
+	for _e in fault wait wake set; do
+		echo $([ "$1" = on ] && echo 1 || echo 0) > $KT/events/kvm/kvm_gmem_presence_$_e/enable
+	done
+	[ "$1" = on ] && echo 1 > $KT/tracing_on
+	return 0
+}
+diag_report() {
+	plain $D/dst.log | grep -E '^(postcopy_pause|loadvm_postcopy_handle_resume|postcopy_ram_listen_thread_exit|postcopy_ram_incoming_cleanup|postcopy_ram_fault_thread_(quit|exit)|ram_dirty_bitmap)' |
+		uniq -c | tail -n 14 | sed 's/^/  dst trace: /'
+	plain $D/src.log | grep -E '^postcopy_pause' | uniq -c | tail -n 6 | sed 's/^/  src trace: /'
+	echo "  src: $(plain $D/src.log | grep -c '^ram_dirty_bitmap_reload_complete') received bitmaps reloaded"
+	# page requests the destination added and never resolved
+	plain $D/dst.log | awk '
+		$1 == "postcopy_page_req_add" { req[$5] = 1; nadd++ }
+		$1 == "postcopy_page_req_del" { delete req[$5]; ndel++ }
+		$1 == "postcopy_page_req_sync" { nsync++ }
+		END { n = 0; l = ""
+			for (a in req) { n++; if (n <= 8) l = l " " a }
+			printf "  dst: %d page requests added, %d resolved, %d re-sent at resume; unresolved %d:%s\n", nadd, ndel, nsync, n, l }'
+	echo "  src: $(plain $D/src.log | grep -c '^migrate_handle_rp_req_pages') requests received"
+	if [ -f $KT/trace ] && [ "$(cat $KT/events/kvm/kvm_gmem_presence_wait/enable 2>/dev/null)" = 1 ]; then
+		echo 0 > $KT/tracing_on
+		# the last event of each page: fault, wait, wake, set (MARK,
+		# COPY) or clear (DISCARD, REARM)
+		awk '
+		function hex(s,  i, v) {
+			v = 0
+			s = tolower(substr(s, 3))
+			for (i = 1; i <= length(s); i++)
+				v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+			return v
+		}
+		{
+			for (i = 1; i <= NF; i++) if ($i ~ /^kvm_gmem_presence_/) break
+			if (i > NF) next
+			ev = $i; sub(/^kvm_gmem_presence_/, "", ev); sub(/:$/, "", ev)
+			for (j = i; j <= NF; j++) {
+				if ($j == "index") idx = hex($(j + 1))
+				if ($j == "pages") np = $(j + 1)
+				if ($j == "flags") op = hex($(j + 1))
+			}
+			if (ev == "set") {
+				if (op == 3 || op == 4) ev = "clear"
+				for (k = 0; k < np; k++) last[idx + k] = ev
+			} else {
+				last[idx] = ev; who[idx] = substr($0, 1, index($0, "[") - 1); sub(/^ +/, "", who[idx])
+			}
+			n[ev]++
+		}
+		END {
+			m = 0; l = ""
+			for (k in last) if (last[k] == "wait" || last[k] == "fault") {
+				m++; if (m <= 8) l = l sprintf(" 0x%x (%s, %s)", k * 4096, last[k], who[k]) }
+			printf "  kernel trace: %d faults, %d waits, %d wakes, %d sets, %d clears; pages whose last event is a fault or wait: %d%s\n",
+				n["fault"], n["wait"], n["wake"], n["set"], n["clear"], m, l
+		}' $KT/trace 2>&1
+		grep -v '^#' $KT/trace | grep -v 'kvm_gmem_presence_set' | tail -n 6 | sed 's/^/  kernel trace: /'
+	fi
 }
 # mon src|dst CMD: an HMP command (monitors on fds 3 and 4)
 mon() {
@@ -273,14 +369,18 @@ run_mode() {
 	# tcp_proxy (*-broken) that is killed in post-copy.
 	to=$PORT
 	case $MODE in *-broken) to=$((PORT + 2)) ;; esac
+	DIAG=
+	case $MODE in *-recover|*-broken) DIAG=1 ;; esac
+	case $MODE in gmem-recover|gmem-broken) ktrace on ;; esac
 
 	start src $src_mem -trace get_queued_page -trace get_queued_page_not_dirty \
-		${TRACE:+-trace postcopy_discard_send_range} ||
+		${TRACE:+-trace postcopy_discard_send_range} ${DIAG:+$DIAG_SRC} ||
 		{ fail "cannot start the source"; return 1; }
 	start dst $dst_mem -incoming defer \
 		-trace postcopy_presence_fault -trace postcopy_presence_discard \
 		-trace postcopy_ram_fault_thread_request ${TRACE:+-trace ram_load_postcopy_loop -trace postcopy_blocktime_begin -trace postcopy_blocktime_end_one \
-		-trace postcopy_blocktime_end -trace postcopy_place_page -trace postcopy_place_page_zero} ||
+		-trace postcopy_blocktime_end -trace postcopy_place_page -trace postcopy_place_page_zero} \
+		${DIAG:+$DIAG_DST} ||
 		{ fail "cannot start the destination"; return 1; }
 	t0=$(date +%s)
 	while [ "$(bs $D/src.serial)" -lt 1 ]; do
@@ -413,6 +513,7 @@ run_mode() {
 	SPID= DPID=
 	exec 3>&- 4>&-
 	[ -n "$PXPID" ] && { kill $PXPID; wait $PXPID 2>/dev/null; PXPID=; }
+	ktrace off
 	say "PASS: $MODE$recovered: migrated in ${dt}s (source: ${src_time:-total=?} ms, ${src_down:-down=?} ms), blocktime ${bt} ms (vCPU ${vbt:-?} ms, latency ${lat:-?} ns), $how; source served $rq requests, $rqs for pages it had sent already; $chk"
 	rm -rf $D
 	return 0
