@@ -21,3 +21,5 @@ cp -r /usr/share/libvirt/cpu_map "$ROOT/usr/share/libvirt/"
 mkdir -p "$ROOT/etc"
 printf 'root:x:0:0:root:/root:/bin/sh\ngmemlv:x:1000:1000:libvirt test:/tmp:/bin/sh\n' > "$ROOT/etc/passwd"
 printf 'root:x:0:\ngmemlv:x:1000:\n' > "$ROOT/etc/group"
+# the root directory is mktemp's (0700): the user must get through it
+chmod 755 "$ROOT"

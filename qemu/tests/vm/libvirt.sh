@@ -46,6 +46,7 @@ if [ "$(id -u)" = 0 ]; then
 	exec su -s /bin/sh "$RUNAS" -c "exec \"$0\" $*"
 fi
 
+export PATH=$PATH:/usr/sbin:/usr/bin
 MODES=${*:-gmem}
 PASSES=${PASSES:-1}
 PRECOPY=${PRECOPY:-3}
