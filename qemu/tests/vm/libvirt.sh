@@ -149,6 +149,11 @@ cleanup() {
 	for _p in $PIDS; do kill $_p 2>/dev/null; done
 	for _p in $PIDS; do wait $_p 2>/dev/null; done
 	PIDS=
+	# a QEMU that libvirt did not end (its pid file): no CPU hog for the
+	# next mode
+	for _f in $W/src/run/libvirt/qemu/run/$DOM.pid $W/dst/run/libvirt/qemu/run/$DOM.pid; do
+		[ -f $_f ] && kill -9 "$(cat $_f)" 2>/dev/null
+	done
 }
 
 fail() {
@@ -160,6 +165,7 @@ fail() {
 		[ -f $W/$_s/libvirtd.log ] && tail -n 8 $W/$_s/libvirtd.log | sed "s/^/  $_s libvirtd: /"
 	done
 	[ -f $W/migrate.out ] && sed 's/^/  virsh migrate: /' $W/migrate.out
+	ps -o pid,user,stat,time,args 2>/dev/null | grep -E 'qemu-system|libvirtd' | grep -v grep | cut -c1-160 | sed 's/^/  ps: /'
 	cleanup
 	return 1
 }
