@@ -86,7 +86,8 @@ daemon() {
 	EOF
 	XDG_RUNTIME_DIR=$_b/run XDG_CONFIG_HOME=$_b/config XDG_CACHE_HOME=$_b/cache HOME=$_b/home \
 		"$LIBVIRTD" > $_b/libvirtd.out 2>&1 &
-	PIDS="$PIDS $!"
+	# (daemon runs in $(...): the pid goes through a file, for cleanup)
+	echo $! > $_b/libvirtd.pid
 	_t=0
 	while [ ! -S $_b/run/libvirt/libvirt-sock ]; do
 		kill -0 $! 2>/dev/null || { echo "libvirtd $1 exited: $(tail -n 5 $_b/libvirtd.out $_b/libvirtd.log 2>/dev/null)"; return 1; }
@@ -146,8 +147,13 @@ cleanup() {
 	for _s in src dst; do
 		[ -S $W/$_s/run/libvirt/libvirt-sock ] && vsh $_s destroy $DOM > /dev/null 2>&1
 	done
+	PIDS=$(cat $W/src/libvirtd.pid $W/dst/libvirtd.pid 2>/dev/null)
 	for _p in $PIDS; do kill $_p 2>/dev/null; done
-	for _p in $PIDS; do wait $_p 2>/dev/null; done
+	for _p in $PIDS; do
+		_t=0
+		while kill -0 $_p 2>/dev/null && [ $_t -lt 20 ]; do sleep 1; _t=$((_t + 1)); done
+		kill -9 $_p 2>/dev/null
+	done
 	PIDS=
 	# a QEMU that libvirt did not end (its pid file): no CPU hog for the
 	# next mode
