@@ -74,6 +74,10 @@ if [ -n "$(qemu_of $(test_names $run))" ]; then
 			-o "$ROOT/kvm/qemu/$c" "$TOP/qemu/tests/vm/$c.c"
 	done
 fi
+# qemu/libvirt: Debian's libvirt too (qemu/libvirt/initramfs.sh)
+if [ -n "$(for t in $(test_names $run); do [ "$t" = qemu/libvirt ] && echo y; done)" ]; then
+	. "$TOP/qemu/libvirt/initramfs.sh"
+fi
 for t in $(test_names $run); do
 	case $t in
 	qemu/*)
